@@ -1,0 +1,143 @@
+"""Evaluation of a diffusion student: class-conditional accuracy (overall and per expert's
+classes) and Fréchet distance by the digit classifier, plus a PNG grid of samples per eval."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .metrics import feature_stats, frechet_distance, grid_array, save_grid
+from .policy import DiffusionPolicy, DiffusionTeacher
+from .sampler import SamplerSpec, sample_images, sample_trajectory
+
+
+def group_name(classes: Sequence[int]) -> str:
+    """`classes_0-4` for a contiguous range, `classes_1_3_7` otherwise."""
+    c = sorted(classes)
+    if c == list(range(c[0], c[-1] + 1)) and len(c) > 1:
+        return f"classes_{c[0]}-{c[-1]}"
+    return "classes_" + "_".join(map(str, c))
+
+
+class DiffusionEvaluator:
+    """`evaluate(policy, step) -> metrics`; the experts' figures are computed once and cached."""
+
+    def __init__(
+        self,
+        *,
+        classes: Sequence[int],
+        groups: List[List[int]],
+        expert_for_class: Callable[[int], DiffusionTeacher],
+        sampler: SamplerSpec,
+        samples_per_class: int,
+        batch_size: int,
+        seed: int,
+        grid_per_class: int,
+        out_dir: Path,
+        classifier=None,
+        real_images: Optional[Tensor] = None,
+        teacher: bool = True,
+        tensorboard: bool = False,
+    ):
+        self.classes = list(classes)
+        self.groups = [g for g in groups if set(g) & set(self.classes)]
+        self.expert_for_class = expert_for_class
+        self.sampler = sampler
+        self.per_class = samples_per_class
+        self.batch_size = batch_size
+        self.seed = seed
+        self.grid_per_class = min(grid_per_class, samples_per_class)
+        self.out_dir = Path(out_dir)
+        self.classifier = classifier
+        self.real_stats = None
+        if classifier is not None and real_images is not None:
+            with torch.no_grad():
+                self.real_stats = feature_stats(classifier.features(real_images))
+        self.teacher = teacher
+        self.teacher_metrics: Optional[Dict[str, float]] = None
+        self.tensorboard = tensorboard
+        self._tb = None
+
+    # ------------------------------------------------------------------ sampling
+    def _inputs(self, shape, device) -> Tuple[Tensor, Tensor]:
+        g = torch.Generator().manual_seed(self.seed)
+        labels = torch.tensor(self.classes).repeat_interleave(self.per_class)
+        noise = torch.randn(len(labels), *shape, generator=g)
+        return labels.to(device), noise.to(device)
+
+    def _sample(self, model, num_train_timesteps: int, sigmas: Tensor, labels: Tensor, noise: Tensor) -> Tensor:
+        g = torch.Generator(device=noise.device).manual_seed(self.seed + 1)
+
+        def run(lab: Tensor, z: Tensor) -> Tensor:
+            return sample_trajectory(model, num_train_timesteps, sigmas, lab, z, self.sampler, g).image
+
+        return sample_images(run, labels, noise, self.batch_size)
+
+    def student_images(self, policy: DiffusionPolicy) -> Tuple[Tensor, Tensor]:
+        labels, noise = self._inputs(policy.spec.shape, policy.device)
+        return self._sample(policy.module, policy.num_train_timesteps, policy.sigmas, labels, noise), labels
+
+    def teacher_images(self, policy: DiffusionPolicy) -> Tuple[Tensor, Tensor]:
+        labels, noise = self._inputs(policy.spec.shape, policy.device)
+        images = torch.empty_like(noise)
+        for c in self.classes:
+            t = self.expert_for_class(c)
+            m = labels == c
+            images[m] = self._sample(t.model, t.num_train_timesteps, policy.sigmas, labels[m], noise[m])
+        return images, labels
+
+    # ------------------------------------------------------------------ figures
+    def judge(self, images: Tensor, labels: Tensor, prefix: str = "") -> Dict[str, float]:
+        if self.classifier is None:
+            return {}
+        clf = self.classifier.to(images.device)
+        with torch.no_grad():
+            feats = clf.features(images)
+            correct = (clf.head(feats).argmax(-1) == labels).float()
+        out = {f"{prefix}acc": float(correct.mean())}
+        for g in self.groups:
+            m = torch.isin(labels, torch.tensor(g, device=labels.device))
+            out[f"{prefix}acc/{group_name(g)}"] = float(correct[m].mean())
+        if self.real_stats is not None:
+            out[f"{prefix}fd"] = frechet_distance(*feature_stats(feats.cpu()), *self.real_stats)
+        return out
+
+    def _grid(self, images: Tensor, name: str, step: int) -> Path:
+        keep = torch.arange(len(images)).reshape(len(self.classes), self.per_class)[:, : self.grid_per_class]
+        path = self.out_dir / "samples" / f"{name}.png"
+        grid = save_grid(images[keep.reshape(-1)], len(self.classes), path)
+        if self.tensorboard:
+            if self._tb is None:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+                except ImportError:
+                    self._tb = False
+            if self._tb:
+                self._tb.add_image(f"samples/{name.split('_')[0]}", grid_array(grid), step, dataformats="HWC")
+                self._tb.flush()
+        return path
+
+    @torch.no_grad()
+    def __call__(self, policy: DiffusionPolicy, step: int) -> Dict[str, float]:
+        images, labels = self.student_images(policy)
+        self._grid(images, f"step_{step:06d}", step)
+        metrics = self.judge(images, labels)
+        if self.teacher and self.teacher_metrics is None:
+            t_images, t_labels = self.teacher_images(policy)
+            self._grid(t_images, "teacher", step)
+            self.teacher_metrics = self.judge(t_images, t_labels, "teacher_")
+        metrics.update(self.teacher_metrics or {})
+        return metrics
+
+
+def eval_sampler(rollout: SamplerSpec, which: str) -> SamplerSpec:
+    """The sampler of evaluation: the rollout's, or it switched to `ode` / `sde`."""
+    if which == "rollout":
+        return rollout
+    return replace(rollout, mode=which)
