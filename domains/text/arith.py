@@ -1,0 +1,228 @@
+"""Built-in task `arith`: generated multi-digit arithmetic, and its zoo entry.
+
+Problems look like `prompt: "347+85="`, `answer: "432"` with a `task` tag (`add`, `sub`, `mul`)
+for per-operator teacher routing. The train and held-out splits are disjoint by construction
+(the held-out problems are removed from the training pool).
+
+`uopd zoo build arith` trains, from scratch on CPU, a Llama-style teacher and a smaller, briefly
+trained student with a shared character-level tokenizer (saved as a Hugging Face tokenizer), plus
+per-operator experts for multi-teacher routing, and writes `train.jsonl` / `eval.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from unified_opd.data import write_jsonl
+from unified_opd.zoo import console, register_zoo
+
+CHARS = list("0123456789+-*= ")
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+OPS = {"add": "+", "sub": "-", "mul": "*"}
+
+
+# ------------------------------------------------------------------ problems
+def make_problem(rng: random.Random, op: str, max_digits: int = 3) -> Dict[str, str]:
+    """One problem of operator `op`: + and − on 1..max_digits-digit operands (a ≥ b for −),
+    × of a 1..max_digits-digit number by a 1-digit number."""
+    def num(d_max: int) -> int:
+        d = rng.randint(1, d_max)
+        return rng.randint(0 if d == 1 else 10 ** (d - 1), 10**d - 1)
+
+    if op == "add":
+        a, b = num(max_digits), num(max_digits)
+        c = a + b
+    elif op == "sub":
+        a, b = num(max_digits), num(max_digits)
+        a, b = max(a, b), min(a, b)
+        c = a - b
+    else:
+        a, b = num(max_digits), rng.randint(2, 9)
+        c = a * b
+    return {"prompt": f"{a}{OPS[op]}{b}=", "answer": str(c), "task": op}
+
+
+def make_splits(n_train: int, n_eval: int, seed: int = 0, max_digits: int = 3) -> tuple:
+    """Held-out problems (unique, operators balanced) and training problems drawn from
+    everything else (repeats allowed: the 1-digit-multiplier space is small)."""
+    rng = random.Random(seed)
+    ops = list(OPS)
+    held: Dict[str, Dict[str, str]] = {}
+    tries = 0
+    while len(held) < n_eval:
+        tries += 1
+        if tries > 100 * n_eval:
+            raise ValueError(f"arith: cannot draw {n_eval} distinct held-out problems with max_digits={max_digits}")
+        p = make_problem(rng, ops[len(held) % 3], max_digits)
+        held.setdefault(p["prompt"], p)
+    train: List[Dict[str, str]] = []
+    while len(train) < n_train:
+        p = make_problem(rng, ops[len(train) % 3], max_digits)
+        if p["prompt"] not in held:
+            train.append(p)
+    return train, list(held.values())
+
+
+# ------------------------------------------------------------------ tokenizer
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Character-level tokenizer: one token per character, `<s>` prepended, `</s>` ends answers."""
+    vocab = {t: i for i, t in enumerate(SPECIALS + CHARS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        padding_side="left",
+    )
+
+
+# ------------------------------------------------------------------ models and supervised training
+@dataclass
+class ModelSpec:
+    hidden: int
+    layers: int
+    heads: int
+    steps: int
+    lr: float = 1e-3
+    batch: int = 256
+
+    def build(self, tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+        cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=self.hidden,
+            intermediate_size=self.hidden * 3,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            num_key_value_heads=self.heads,
+            max_position_embeddings=64,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            tie_word_embeddings=True,
+        )
+        return LlamaForCausalLM(cfg)
+
+
+TEACHER = ModelSpec(hidden=256, layers=6, heads=8, steps=1300)
+STUDENT = ModelSpec(hidden=128, layers=2, heads=4, steps=150)
+EXPERT = ModelSpec(hidden=128, layers=4, heads=4, steps=500)
+
+
+def encode_supervised(tok: PreTrainedTokenizerFast, records: Sequence[Dict[str, str]]) -> tuple:
+    """prompt+answer+</s>, right-padded; labels are -100 on prompt and padding."""
+    ids, labels = [], []
+    for r in records:
+        p = tok(r["prompt"])["input_ids"]
+        a = tok(r["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids.append(p + a)
+        labels.append([-100] * len(p) + a)
+    n = max(len(x) for x in ids)
+    pad = tok.pad_token_id
+    input_ids = torch.tensor([x + [pad] * (n - len(x)) for x in ids])
+    lab = torch.tensor([y + [-100] * (n - len(y)) for y in labels])
+    return input_ids, (input_ids != pad).long(), lab
+
+
+def train_supervised(
+    model: LlamaForCausalLM, tok, records: List[Dict[str, str]], spec: ModelSpec, seed: int, label: str
+) -> None:
+    """Plain next-token training on the answers (cosine LR, AdamW), with a progress bar."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warm = max(1, spec.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / spec.steps)))
+    )
+    model.train()
+    cols = [TextColumn(f"[bold]zoo arith {label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+    with Progress(*cols, console=console) as bar:
+        task = bar.add_task(label, total=spec.steps, info="")
+        for step in range(spec.steps):
+            idx = torch.randint(len(records), (spec.batch,), generator=g).tolist()
+            input_ids, attn, labels = encode_supervised(tok, [records[i] for i in idx])
+            loss = model(input_ids=input_ids, attention_mask=attn, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
+    model.eval()
+
+
+@torch.no_grad()
+def greedy_accuracy(model, tok, records: Sequence[Dict[str, str]], max_new_tokens: int = 8, batch: int = 256) -> float:
+    correct = 0
+    for i in range(0, len(records), batch):
+        chunk = records[i : i + batch]
+        enc = tok([r["prompt"] for r in chunk], return_tensors="pt", padding=True)
+        out = model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+        )
+        texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        correct += sum(t.strip() == r["answer"] for t, r in zip(texts, chunk))
+    return correct / len(records)
+
+
+@register_zoo("arith")
+def build_arith(dest: Path) -> None:
+    """Teacher, student init, per-operator experts, tokenizer and data for the `arith` task."""
+    torch.manual_seed(0)
+    t0 = time.time()
+    tok = build_tokenizer()
+    train, held = make_splits(n_train=60000, n_eval=1000, seed=0)
+    write_jsonl(dest / "train.jsonl", train)
+    write_jsonl(dest / "eval.jsonl", held)
+    card = {"task": "arith", "train_problems": len(train), "eval_problems": len(held)}
+    probe = held[:300]
+    jobs = [("teacher", TEACHER, train, 1), ("student", STUDENT, train, 2)]
+    card.update(_train_jobs(dest, tok, jobs, held[:300]))
+    card["build_seconds"] = round(time.time() - t0, 1)
+    (dest / "card.json").write_text(json.dumps(card, indent=1))
+
+
+def _train_jobs(dest: Path, tok, jobs: list, probe: Sequence[Dict[str, str]]) -> Dict[str, dict]:
+    card = {}
+    for name, spec, records, seed in jobs:
+        torch.manual_seed(seed)
+        model = spec.build(tok)
+        train_supervised(model, tok, records, spec, seed, name)
+        model.save_pretrained(dest / name)
+        tok.save_pretrained(dest / name)
+        acc = greedy_accuracy(model, tok, probe)
+        card[name] = {"parameters": sum(p.numel() for p in model.parameters()), "probe_accuracy": acc}
+        console.print(f"zoo arith {name}: {card[name]['parameters']:,} parameters, greedy accuracy {acc:.3f} on {len(probe)} held-out problems")
+    return card
+
+
+@register_zoo("arith_experts")
+def build_arith_experts(dest: Path) -> None:
+    """Per-operator experts for multi-teacher routing: one for + and −, one for ×."""
+    from unified_opd.zoo import build
+
+    base = build("arith")
+    tok = PreTrainedTokenizerFast.from_pretrained(base / "teacher")
+    train = [json.loads(line) for line in open(base / "train.jsonl")]
+    held = [json.loads(line) for line in open(base / "eval.jsonl")]
+    jobs = [
+        ("addsub", EXPERT, [r for r in train if r["task"] != "mul"], 3),
+        ("mul", EXPERT, [r for r in train if r["task"] == "mul"], 4),
+    ]
+    card = _train_jobs(dest, tok, jobs, held[:300])
+    (dest / "card.json").write_text(json.dumps(card, indent=1))

@@ -1,0 +1,65 @@
+"""Config schema of the text domain (every key documented in the README's table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import MISSING
+
+from unified_opd.config import RunConfig
+
+
+@dataclass
+class StudentConfig:
+    path: str = MISSING  # a model directory (AutoModelForCausalLM + AutoTokenizer) or zoo:NAME/sub
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    trust_remote_code: bool = False  # only for model repos you trust; off by default
+    lazy_logits: bool = True  # project hidden states to the vocabulary in chunks (no N x V logits)
+
+
+@dataclass
+class TeacherConfig:
+    path: Optional[str] = None  # a model directory or zoo:NAME/sub
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    reference: Optional[str] = None  # G-OPD reference model ("student" = frozen copy of the initial student)
+
+
+@dataclass
+class DataConfig:
+    path: str = MISSING  # JSONL with a `prompt` field (and optional `answer`, `task`)
+    eval_path: Optional[str] = None  # held-out JSONL for evaluation (defaults to data.path)
+    prompt_field: str = "prompt"
+    answer_field: str = "answer"
+    verifier: str = "exact_match"  # exact_match | numeric
+    chat_template: str = "auto"  # auto (use the tokenizer's if it has one) | always | never
+    system_prompt: Optional[str] = None  # prepended as a system message when a chat template is used
+
+
+@dataclass
+class RolloutConfig:
+    batch_size: int = 16  # prompts per step
+    num_samples: int = 4  # completions per prompt
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+
+
+@dataclass
+class EvalConfig:
+    size: int = 500  # held-out prompts evaluated (greedy decoding)
+    batch_size: int = 250
+    teacher: bool = True  # also report the teacher's accuracy (once per run)
+    kl: bool = True  # also report the mean reverse KL to the teacher on the student's outputs
+
+
+@dataclass
+class TextRunConfig(RunConfig):
+    domain: str = "text"
+    student: StudentConfig = field(default_factory=StudentConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,0 +1,138 @@
+"""Text rollouts: prompts -> sampled completions -> a `Rollout` aligned for next-token scoring.
+
+Sequences are `[left-padded prompt | completion]`. Position p of the rollout is the prediction
+of token p+1, so `actions = sequence[:, 1:]` and `loss_mask` is 1 exactly on the completion
+tokens up to and including the first EOS (prompt, padding and post-EOS positions are 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from unified_opd.data import verify
+from unified_opd.distributions import Categorical
+from unified_opd.errors import UserError
+from unified_opd.rollout import Rollout
+
+from .models import HiddenStates
+
+
+@dataclass
+class Sampling:
+    num_samples: int = 1
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    greedy: bool = False
+
+
+def format_prompts(tok, records: Sequence[Dict[str, Any]], data_cfg) -> List[str]:
+    """Apply the chat template when the tokenizer has one (data.chat_template=auto) or always."""
+    mode = data_cfg.chat_template
+    if mode not in ("auto", "always", "never"):
+        raise UserError(f"data.chat_template: expected auto, always or never, got {mode!r}")
+    has_template = getattr(tok, "chat_template", None) is not None
+    if mode == "always" and not has_template:
+        raise UserError("data.chat_template: 'always' but the student's tokenizer has no chat template")
+    prompts = []
+    for i, r in enumerate(records):
+        text = r.get(data_cfg.prompt_field)
+        if not isinstance(text, str):
+            raise UserError(f"data.prompt_field: record {i} has no string field {data_cfg.prompt_field!r}")
+        if has_template and mode != "never":
+            msgs = ([{"role": "system", "content": data_cfg.system_prompt}] if data_cfg.system_prompt else []) + [
+                {"role": "user", "content": text}
+            ]
+            text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        prompts.append(text)
+    return prompts
+
+
+def completion_mask(generated: torch.Tensor, eos_id: Optional[int]) -> torch.Tensor:
+    """1 on generated tokens up to and including the first EOS, 0 after it."""
+    if eos_id is None:
+        return torch.ones_like(generated)
+    is_eos = (generated == eos_id).long()
+    before_or_at_first = (is_eos.cumsum(-1) - is_eos) == 0
+    return before_or_at_first.long()
+
+
+def encode_prompts(tok, prompts: List[str], max_context: int, field: str = "data.path") -> Dict[str, torch.Tensor]:
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    if max_context and enc["input_ids"].shape[1] >= max_context:
+        raise UserError(
+            f"{field}: a prompt is {enc['input_ids'].shape[1]} tokens, but the model's context is {max_context}"
+        )
+    return enc
+
+
+def max_context(lm) -> int:
+    return int(getattr(lm.config, "max_position_embeddings", 0) or 0)
+
+
+@torch.no_grad()
+def generate_rollout(
+    lm: nn.Module, tok, records: Sequence[Dict[str, Any]], data_cfg, sampling: Sampling
+) -> Rollout:
+    """Sample completions with `generate` (KV cache) and package them as a `Rollout`."""
+    prompts = format_prompts(tok, records, data_cfg)
+    device = next(lm.parameters()).device
+    ctx = max_context(lm)
+    enc = {k: v.to(device) for k, v in encode_prompts(tok, prompts, ctx).items()}
+    prompt_len = enc["input_ids"].shape[1]
+    max_new = sampling.max_new_tokens if not ctx else min(sampling.max_new_tokens, ctx - prompt_len)
+    n = sampling.num_samples
+    kwargs: Dict[str, Any] = dict(
+        max_new_tokens=max_new,
+        num_return_sequences=n,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    if sampling.greedy:
+        kwargs["do_sample"] = False
+    else:
+        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
+    seq = lm.generate(**enc, **kwargs)
+    gen = seq[:, prompt_len:]
+    gen_mask = completion_mask(gen, tok.eos_token_id)
+    attn = torch.cat([enc["attention_mask"].repeat_interleave(n, 0), gen_mask], 1)
+    loss_mask = torch.cat([torch.zeros(seq.shape[0], prompt_len - 1, dtype=torch.long, device=device), gen_mask], 1)
+    completions = tok.batch_decode(gen * gen_mask + tok.pad_token_id * (1 - gen_mask), skip_special_tokens=True)
+    answers = [r.get(data_cfg.answer_field) for r in records for _ in range(n)]
+    scores = verify(data_cfg.verifier, completions, answers)
+    outcome = None if any(s is None for s in scores) else torch.tensor(scores, device=device)
+    tasks = [str(r["task"]) for r in records for _ in range(n)] if all("task" in r for r in records) else None
+    return Rollout(
+        actions=seq[:, 1:],
+        loss_mask=loss_mask,
+        step_ids=torch.zeros_like(loss_mask),
+        student_view={"input_ids": seq, "attention_mask": attn, "prompt_len": prompt_len},
+        outcome=outcome,
+        task=tasks,
+        group_ids=torch.arange(len(records), device=device).repeat_interleave(n),
+        meta={"completions": completions, "records": [r for r in records for _ in range(n)]},
+    )
+
+
+def view_distribution(module: nn.Module, wrapper: HiddenStates, view: Dict[str, Any], student_prompt_len: int) -> Categorical:
+    """Score a view's sequence and align it to the student's positions.
+
+    A teacher view may carry a different (e.g. privileged) prompt followed by the same
+    completion; both are left-padded, so the completion starts at each view's `prompt_len` and
+    student position p maps to view position p + (prompt_len_view − prompt_len_student).
+    """
+    out = module(view["input_ids"], view["attention_mask"])[:, :-1]
+    shift = view["prompt_len"] - student_prompt_len
+    if shift > 0:
+        out = out[:, shift:]
+    elif shift < 0:
+        out = torch.nn.functional.pad(out, (0, 0, -shift, 0))
+    if wrapper.lazy:
+        weight, bias = wrapper.head()
+        return Categorical.from_hidden(out, weight, bias)
+    return Categorical.from_logits(out)

@@ -1,0 +1,200 @@
+"""Atomic checkpoints: safetensors for tensors, JSON for everything else.
+
+A checkpoint is a directory `step_00000100/` holding `model.safetensors`, `optimizer.safetensors`
++ `optimizer.json`, `teacher.safetensors` (only for stateful teachers), `rng.safetensors`, and
+`state.json` (scheduler, RNG, data position, trainer counters). It is written into a temporary
+sibling directory, every file fsynced, then renamed into place, and only counts once its
+`COMPLETE` marker exists, so a crash mid-save leaves the previous checkpoint usable.
+Nothing is ever unpickled on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+COMPLETE = "COMPLETE"
+PREFIX = "step_"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_tensors(path: Path, tensors: Dict[str, torch.Tensor]) -> None:
+    # safetensors refuses shared storage (tied weights); contiguous clones are exact copies
+    save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(path))
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+# ------------------------------------------------------------------ optimizer <-> flat tensors
+def flatten_optimizer(state: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Split an optimizer state_dict into tensors (safetensors) and JSON-able structure."""
+    tensors: Dict[str, torch.Tensor] = {}
+    meta_state: Dict[str, Dict[str, Any]] = {}
+    for pid, slots in state["state"].items():
+        meta_state[str(pid)] = {}
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{pid}.{name}"] = value
+                meta_state[str(pid)][name] = {"tensor": f"{pid}.{name}"}
+            else:
+                meta_state[str(pid)][name] = {"value": value}
+    return tensors, {"state": meta_state, "param_groups": state["param_groups"]}
+
+
+def unflatten_optimizer(tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> Dict[str, Any]:
+    state = {}
+    for pid, slots in meta["state"].items():
+        state[int(pid)] = {
+            name: tensors[s["tensor"]] if "tensor" in s else s["value"] for name, s in slots.items()
+        }
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# ------------------------------------------------------------------ RNG
+def capture_rng() -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda{i}"] = s
+    py = random.getstate()
+    np_state = np.random.get_state()
+    meta = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    return tensors, meta
+
+
+def restore_rng(tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    py = meta["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+# ------------------------------------------------------------------ save / load
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model_state: Dict[str, torch.Tensor],
+    optimizer_state: Dict[str, Any],
+    state: Dict[str, Any],
+    teacher_state: Optional[Dict[str, torch.Tensor]] = None,
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint `step` atomically under `root`, then prune to the newest `keep`."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{step:08d}"
+    tmp = root / f".tmp_{PREFIX}{step:08d}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    _save_tensors(tmp / "model.safetensors", model_state)
+    opt_tensors, opt_meta = flatten_optimizer(optimizer_state)
+    _save_tensors(tmp / "optimizer.safetensors", opt_tensors)
+    _write_json(tmp / "optimizer.json", opt_meta)
+    if teacher_state:
+        _save_tensors(tmp / "teacher.safetensors", teacher_state)
+    rng_tensors, rng_meta = capture_rng()
+    _save_tensors(tmp / "rng.safetensors", rng_tensors)
+    _write_json(tmp / "state.json", {**state, "rng": rng_meta, "step": step})
+    _write_json(tmp / COMPLETE, {"step": step})
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: Path) -> List[Path]:
+    """Complete checkpoints under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    done = [p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / COMPLETE).is_file()]
+    return sorted(done, key=lambda p: int(p.name[len(PREFIX) :]))
+
+
+def latest_checkpoint(root: Path) -> Optional[Path]:
+    cps = list_checkpoints(root)
+    return cps[-1] if cps else None
+
+
+def load_checkpoint(path: Path) -> Dict[str, Any]:
+    """Read a checkpoint directory (tensors via safetensors, the rest via JSON)."""
+    if not (path / COMPLETE).is_file():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")
+    state = json.loads((path / "state.json").read_text())
+    out = {
+        "model": load_file(str(path / "model.safetensors")),
+        "optimizer": unflatten_optimizer(
+            load_file(str(path / "optimizer.safetensors")), json.loads((path / "optimizer.json").read_text())
+        ),
+        "rng_tensors": load_file(str(path / "rng.safetensors")),
+        "state": state,
+        "teacher": load_file(str(path / "teacher.safetensors")) if (path / "teacher.safetensors").is_file() else None,
+    }
+    return out
+
+
+class atomic_directory:
+    """`with atomic_directory(dest) as tmp:` write into `tmp`; on success it replaces `dest`
+    in one rename, on an exception `dest` is left untouched and `tmp` removed."""
+
+    def __init__(self, dest: Path):
+        self.dest = Path(dest)
+        self.tmp = self.dest.parent / f".tmp_{self.dest.name}_{os.getpid()}"
+
+    def __enter__(self) -> Path:
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir()
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        for f in self.tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        old = None
+        if self.dest.exists():
+            old = self.dest.parent / f".old_{self.dest.name}_{os.getpid()}"
+            os.replace(self.dest, old)
+        os.replace(self.tmp, self.dest)
+        _fsync_dir(self.dest.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return False

@@ -1,0 +1,122 @@
+"""`uopd`: train, evaluate, and build zoo models from the command line.
+
+Bad input (a `UserError`) prints one line on stderr and exits with code 2; `--debug` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from .errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="uopd",
+        description="unified_opd: on-policy distillation for text, vision, diffusion and agents.",
+        epilog="Example: uopd train configs/text/opd_arith.yaml trainer.max_steps=200 divergence.name=jsd",
+    )
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    tr = sub.add_parser("train", help="distil a student: uopd train CONFIG [key=value ...]")
+    tr.add_argument("config", help="YAML recipe, e.g. configs/text/opd_arith.yaml")
+    tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.max_steps=200")
+    tr.add_argument("--profile", action="store_true", help="print where the step time goes (rollout/teacher/update)")
+    tr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    ev = sub.add_parser("eval", help="held-out accuracy and KL to the teacher: uopd eval CONFIG [key=value ...]")
+    ev.add_argument("config")
+    ev.add_argument("overrides", nargs="*")
+    ev.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    zoo = sub.add_parser("zoo", help="the project's own small teachers/students: uopd zoo build NAME")
+    zsub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
+    zb = zsub.add_parser("build", help="train and cache a zoo entry (e.g. arith)")
+    zb.add_argument("name")
+    zb.add_argument("--force", action="store_true", help="rebuild even if cached")
+    zb.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    zsub.add_parser("list", help="list zoo entries and whether they are built")
+    return p
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .domain import schema_for
+    from .trainer import Trainer
+
+    overrides = list(args.overrides) + (["trainer.profile=true"] if args.profile else [])
+    cfg = load_config(args.config, overrides, schema_for)
+    summary = Trainer(cfg).train()
+    if cfg.trainer.profile:
+        _print_profile(summary)
+    print(json.dumps({k: summary[k] for k in ("steps", "before", "after", "time_per_step") if k in summary}))
+    return 0
+
+
+def _print_profile(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    phases = summary.get("phase_seconds", {})
+    total = sum(phases.values()) or 1.0
+    steps = max(1, summary.get("steps_this_run", 1))
+    table = Table(title="where the step time goes")
+    for col in ("phase", "seconds", "per step (ms)", "share"):
+        table.add_column(col)
+    for k, v in phases.items():
+        table.add_row(k, f"{v:.2f}", f"{1000 * v / steps:.1f}", f"{100 * v / total:.0f}%")
+    Console(stderr=True).print(table)
+
+
+def _eval(args) -> int:
+    from .evaluate import run_eval
+
+    print(json.dumps(run_eval(args.config, args.overrides)))
+    return 0
+
+
+def _zoo(args, parser) -> int:
+    from . import zoo
+
+    if args.zoo_command == "build":
+        print(zoo.build(args.name, force=args.force))
+        return 0
+    if args.zoo_command == "list":
+        zoo._load_builtin_entries()
+        for name in zoo.ZOO.names():
+            built = (zoo.zoo_home() / name / zoo.DONE).is_file()
+            print(f"{name}\t{'built' if built else 'not built'}")
+        return 0
+    parser.parse_args(["zoo", "--help"])
+    return 2
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "eval":
+            return _eval(args)
+        return _zoo(args, parser)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"uopd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("uopd: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Run configuration: an omegaconf YAML plus dotted `key=value` overrides, checked against a schema.
+
+The schema is a dataclass: the core sections below (`divergence`, `objective`, `trainer`) plus
+the sections a domain registers (`student`, `teacher`, `data`, `rollout`, `eval`, ...). Unknown
+keys, wrong types and missing required values raise `ConfigError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Type
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    ConfigTypeError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from .errors import ConfigError
+
+
+@dataclass
+class DivergenceConfig:
+    """Which divergence compares student and teacher at each position."""
+
+    name: str = "reverse_kl"  # reverse_kl | forward_kl | jsd | tv | skew_kl | skew_reverse_kl | kl
+    beta: float = 0.5  # jsd: weight of the teacher in the mixture (0 = forward KL, 1 = reverse KL)
+    alpha: float = 0.1  # skew_kl / skew_reverse_kl: skew of the mixture
+    temperature: float = 1.0  # both distributions' logits are divided by it
+
+
+@dataclass
+class ObjectiveConfig:
+    """How the per-position values become a loss."""
+
+    estimator: str = "auto"  # auto | sampled | analytic (auto: sampled for reverse KL on tokens)
+    lam: float = 1.0  # G-OPD reward scale λ; target ∝ teacher^λ · reference^(1-λ); needs a reference if != 1
+    baseline: str = "none"  # none | reverse_kl (vOPD control variate, sampled estimator only)
+    clip_eps: float = 0.2  # importance-ratio clip when a rollout is reused
+    weights: List[Any] = field(default_factory=list)  # per-position weights: names or {name: ..., options}
+
+
+@dataclass
+class TrainerConfig:
+    """The training loop, checkpoints and logging."""
+
+    max_steps: int = 200
+    max_time_minutes: float = 0.0  # stop after this much training wall-clock time (0 = no limit)
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | linear | cosine (after warm-up)
+    grad_clip: float = 1.0  # max global grad norm (0 = off)
+    grad_accum: int = 1  # micro-steps (rollout batches) per optimiser step
+    seed: int = 0
+    output_dir: str = "runs/opd"
+    log_every: int = 1
+    eval_every: int = 0  # 0 = evaluate only before and after training
+    save_every: int = 100  # checkpoint period in steps (0 = only at the end)
+    keep_checkpoints: int = 2
+    resume: str = "auto"  # auto (latest complete checkpoint if any) | never | path to a checkpoint
+    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    cpu: bool = False  # force CPU even when a GPU is present
+    max_nonfinite: int = 3  # consecutive non-finite losses skipped before the run stops
+    profile: bool = False  # print a per-phase timing table at the end
+    tensorboard: bool = True  # also log to TensorBoard when it is installed
+
+
+@dataclass
+class RunConfig:
+    """Top level. Domains subclass it and give `student`, `teacher`, `data`, `rollout`, `eval` types."""
+
+    domain: str = "text"
+    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_\d][\w]*)*=")
+
+
+def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for o in overrides:
+        if not _OVERRIDE.match(o):
+            raise ConfigError(f"override {o!r}: expected dotted.key=value (e.g. trainer.max_steps=200)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"overrides: {e}") from e
+
+
+def read_yaml(path: str) -> DictConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: file not found: {path}")
+    try:
+        cfg = OmegaConf.load(p)
+    except Exception as e:  # yaml errors come in several classes; all mean the same to the user
+        raise ConfigError(f"config: {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"config: {path} must hold a mapping at the top level")
+    return cfg
+
+
+def _type_name(schema_cls: Type, dotted: str) -> str:
+    """The declared type of a dotted key in the schema, for error messages."""
+    cls: Any = schema_cls
+    typ: Any = None
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return ""
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return ""
+        typ = cls = hints[part]
+    return getattr(typ, "__name__", str(typ)).replace("typing.", "")
+
+
+def _key(e: OmegaConfBaseException) -> str:
+    full = getattr(e, "full_key", None)
+    if full:
+        return str(full)
+    m = re.search(r"full_key: ([^\n]+)", str(e))
+    return m.group(1).strip() if m else "config"
+
+
+def build_config(schema: Type, *sources: DictConfig) -> DictConfig:
+    """Merge `sources` onto the schema in struct mode, turning omegaconf errors into ConfigError."""
+    base = OmegaConf.structured(schema)
+    try:
+        merged = OmegaConf.merge(base, *sources)
+        OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
+    except (ConfigAttributeError, ConfigKeyError) as e:
+        key = _key(e)
+        raise ConfigError(f"{key}: unknown config key (check the spelling; see README's config table)") from e
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"{_key(e)}: required value is missing") from e
+    except (ValidationError, ConfigTypeError) as e:
+        key = _key(e)
+        expected = _type_name(schema, key)
+        value = getattr(e, "value", None)
+        what = f"expected {expected}" if expected else "wrong type"
+        got = f", got {value!r}" if value is not None else ""
+        raise ConfigError(f"{key}: {what}{got}") from e
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{_key(e)}: {str(e).splitlines()[0]}") from e
+    return merged
+
+
+def load_config(path: Optional[str], overrides: Sequence[str] = (), schema_for=None) -> DictConfig:
+    """Read YAML + overrides, pick the domain's schema by the `domain` key, validate, return.
+
+    `schema_for(domain_name) -> dataclass type` comes from the domain registry.
+    """
+    raw = read_yaml(path) if path else OmegaConf.create({})
+    over = parse_overrides(overrides)
+    domain = OmegaConf.select(over, "domain", default=None) or raw.get("domain", "text")
+    schema = schema_for(str(domain)) if schema_for else RunConfig
+    return build_config(schema, raw, over)

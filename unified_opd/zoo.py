@@ -1,0 +1,95 @@
+"""The zoo: small teachers and students the project trains itself for its built-in tasks.
+
+Entries are built once and cached under `$UOPD_HOME/zoo` (default `~/.cache/unified_opd/zoo`).
+Config paths like `zoo:arith/teacher` resolve into that cache and build the entry on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+
+from .domain import BUILTIN_DOMAINS
+from .errors import UserError
+from .registry import Registry
+
+ZOO = Registry("zoo entry", "zoo")
+PREFIX = "zoo:"
+DONE = "ZOO_COMPLETE"
+console = Console(stderr=True)
+
+
+def zoo_home() -> Path:
+    home = os.environ.get("UOPD_HOME")
+    base = Path(home) if home else Path.home() / ".cache" / "unified_opd"
+    return base / "zoo"
+
+
+def register_zoo(name: str) -> Callable:
+    """Decorator: `builder(dest: Path) -> None` writes entry `name` into `dest`."""
+    return ZOO.register(name)
+
+
+def _load_builtin_entries() -> None:
+    for d in BUILTIN_DOMAINS:
+        try:
+            importlib.import_module(f"unified_opd.domains.{d}")
+        except ImportError:
+            continue
+
+
+def build(name: str, force: bool = False) -> Path:
+    """Build zoo entry `name` (unless cached) and return its directory."""
+    if name not in ZOO:
+        _load_builtin_entries()
+    builder = ZOO.get(name, "zoo")
+    dest = zoo_home() / name
+    if (dest / DONE).is_file() and not force:
+        return dest
+    tmp = dest.parent / f".tmp_{name}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        builder(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / DONE).write_text("ok\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    console.print(f"[green]zoo[/green] {name} ready at {dest}")
+    return dest
+
+
+def resolve(path: str, field: str) -> str:
+    """`zoo:NAME/sub/path` -> a real path (building NAME if needed); other paths must exist."""
+    if path.startswith(PREFIX):
+        rest = path[len(PREFIX) :]
+        name, _, sub = rest.partition("/")
+        entry = zoo_home() / name
+        if not (entry / DONE).is_file():
+            console.print(f"[yellow]zoo[/yellow] {name} is not built yet; building it now (one time only)")
+        root = build(name)
+        target = root / sub if sub else root
+        if not target.exists():
+            raise UserError(f"{field}: zoo entry {name!r} has no {sub!r}")
+        return str(target)
+    if not Path(path).exists():
+        raise UserError(f"{field}: path not found: {path}")
+    return path
+
+
+def check_local_paths(paths: dict) -> None:
+    """Fail fast on a missing local path before any (slow) zoo build starts.
+
+    `paths` maps dotted config fields to values; `None` and `zoo:` values are skipped."""
+    for field, path in paths.items():
+        if path and not str(path).startswith(PREFIX) and not Path(path).exists():
+            raise UserError(f"{field}: path not found: {path}")
