@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+from diffusers import FlowMatchEulerDiscreteScheduler
 
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Tuple
 
 import diffusers
-import torch
 from diffusers import DiTTransformer2DModel, FlowMatchEulerDiscreteScheduler, UNet2DModel
 from diffusers.models.embeddings import LabelEmbedding
 from torch import Tensor, nn
