@@ -43,7 +43,7 @@ def tiny_text(tmp_path_factory):
                 f.write(json.dumps(r) + "\n")
     save_tiny_lm(root / "student", hidden=32, layers=1, seed=0, tok=tok)
     torch.manual_seed(1)
-    spec = arith.ModelSpec(hidden=64, layers=2, heads=2, steps=60, batch=64, lr=3e-3)
+    spec = arith.ModelSpec(hidden=64, layers=2, heads=2, steps=30, batch=32, lr=3e-3)
     teacher = spec.build(tok)
     arith.train_supervised(teacher, tok, train, spec, seed=1, label="test-teacher")
     teacher.save_pretrained(root / "teacher")

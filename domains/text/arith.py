@@ -126,10 +126,11 @@ EXPERT = ModelSpec(hidden=128, layers=4, heads=4, steps=500)
 
 def encode_supervised(tok: PreTrainedTokenizerFast, records: Sequence[Dict[str, str]]) -> tuple:
     """prompt+answer+</s>, right-padded; labels are -100 on prompt and padding."""
+    prompts = tok([r["prompt"] for r in records])["input_ids"]
+    answers = tok([r["answer"] for r in records], add_special_tokens=False)["input_ids"]
     ids, labels = [], []
-    for r in records:
-        p = tok(r["prompt"])["input_ids"]
-        a = tok(r["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    for p, a in zip(prompts, answers):
+        a = a + [tok.eos_token_id]
         ids.append(p + a)
         labels.append([-100] * len(p) + a)
     n = max(len(x) for x in ids)
@@ -149,13 +150,16 @@ def train_supervised(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / spec.steps)))
     )
+    all_ids, all_attn, all_labels = encode_supervised(tok, records)  # once: per-step tokenising is slow
+    lengths = all_attn.sum(-1)
     model.train()
     cols = [TextColumn(f"[bold]zoo arith {label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
     with Progress(*cols, console=console) as bar:
         task = bar.add_task(label, total=spec.steps, info="")
         for step in range(spec.steps):
-            idx = torch.randint(len(records), (spec.batch,), generator=g).tolist()
-            input_ids, attn, labels = encode_supervised(tok, [records[i] for i in idx])
+            idx = torch.randint(len(records), (spec.batch,), generator=g)
+            n = int(lengths[idx].max())
+            input_ids, attn, labels = all_ids[idx, :n], all_attn[idx, :n], all_labels[idx, :n]
             loss = model(input_ids=input_ids, attention_mask=attn, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
