@@ -1,0 +1,74 @@
+"""Config schema of the vision domain (every key documented in docs/vision.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import MISSING
+
+from unified_opd.config import RunConfig
+
+
+@dataclass
+class StudentConfig:
+    path: str = MISSING  # AutoModelForImageTextToText + AutoProcessor directory, or zoo:finedetail/student
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    trust_remote_code: bool = False  # only for model repos you trust; off by default
+    lazy_logits: bool = True  # project hidden states to the vocabulary in chunks (no N x V logits)
+
+
+@dataclass
+class TeacherConfig:
+    view: str = "crop"  # crop (the image cropped to the task's region) | full (the same image)
+    path: Optional[str] = None  # a separate teacher model; None = the student itself (view=crop only)
+    source: str = "frozen"  # path=None: live (the student's current weights) | frozen (initial copy) | ema
+    ema_decay: float = 0.99  # source=ema: teacher ← decay·teacher + (1−decay)·student after each step
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    crop_fn: str = "metadata"  # how the crop box is found: metadata (record's data.box_field) or a registered name
+    crop_margin: float = 0.25  # the box grows by this fraction of its size on every side
+    crop_square: bool = True  # grow the box to a square (image processors centre-crop non-square inputs)
+    crop_upscale: float = 1.0  # resize the crop by this factor before the processor (bicubic)
+
+
+@dataclass
+class DataConfig:
+    path: str = MISSING  # JSONL: image (path relative to the file), prompt, answer, box, task
+    eval_path: Optional[str] = None  # held-out JSONL (defaults to data.path)
+    image_field: str = "image"
+    prompt_field: str = "prompt"
+    answer_field: str = "answer"
+    box_field: str = "box"  # [x0, y0, x1, y1] of the evidence region
+    box_format: str = "pixels"  # pixels | normalized (fractions of width and height)
+    verifier: str = "exact_match"  # exact_match | numeric
+    system_prompt: Optional[str] = None  # prepended as a system message when the processor has a chat template
+    on_error: str = "raise"  # raise (UserError naming the record and field) | skip (drop and count bad records)
+
+
+@dataclass
+class RolloutConfig:
+    batch_size: int = 16  # prompts (images) per step
+    num_samples: int = 2  # completions per prompt
+    max_new_tokens: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+
+
+@dataclass
+class EvalConfig:
+    size: int = 300  # held-out records evaluated (greedy decoding)
+    batch_size: int = 100
+    kl: bool = True  # mean reverse KL between the student (full image) and the teacher (its view)
+    examples: int = 8  # images in the examples PNG written to trainer.output_dir (0 = none)
+
+
+@dataclass
+class VisionRunConfig(RunConfig):
+    domain: str = "vision"
+    student: StudentConfig = field(default_factory=StudentConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

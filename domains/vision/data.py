@@ -1,0 +1,89 @@
+"""Image-question records: reading, validating, and loading their images.
+
+A record is a JSONL object with an image path (relative to the JSONL file, or absolute), a
+prompt, an optional answer, an optional evidence box and an optional task tag. Every record is
+checked when the run is built (the image opens and decodes; with a crop teacher, its box
+overlaps the image), so bad input fails before training starts and before anything is written:
+`data.on_error=raise` stops with a `UserError` naming the record and the field,
+`data.on_error=skip` drops the record and reports how many were dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from PIL import Image, UnidentifiedImageError
+
+from unified_opd.data import read_jsonl
+from unified_opd.errors import ConfigError, UserError
+from unified_opd.zoo import console
+
+from .crops import BoxError
+
+IMAGE_PATH = "_image_path"  # the resolved image path stored on each loaded record
+ON_ERROR = ("raise", "skip")
+
+
+class RecordError(ValueError):
+    """A record cannot be used; `field` names the offending record field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def load_image(record: Dict[str, Any]) -> Image.Image:
+    """The record's image as RGB, fully decoded (truncated files fail here, not mid-training)."""
+    path = record[IMAGE_PATH]
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError as e:
+        raise RecordError("image", f"image file not found: {path}") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise RecordError("image", f"cannot read image {path}: {e}") from e
+
+
+def _check(record: Dict[str, Any], base: Path, data_cfg, cropper: Optional[Callable]) -> Dict[str, Any]:
+    if not isinstance(record.get(data_cfg.prompt_field), str):
+        raise RecordError(data_cfg.prompt_field, f"no string {data_cfg.prompt_field!r} field")
+    image = record.get(data_cfg.image_field)
+    if not isinstance(image, str) or not image:
+        raise RecordError(
+            data_cfg.image_field, f"no {data_cfg.image_field!r} field; the vision student needs an image for every prompt"
+        )
+    path = Path(image) if Path(image).is_absolute() else base / image
+    out = {**record, IMAGE_PATH: str(path)}
+    loaded = load_image(out)
+    if cropper is not None:
+        try:
+            cropper(out, loaded)
+        except BoxError as e:
+            raise RecordError(data_cfg.box_field, str(e)) from e
+    return out
+
+
+def load_records(
+    path: str, data_cfg, cropper: Optional[Callable], field: str = "data.path"
+) -> Tuple[List[Dict[str, Any]], int]:
+    """Read and validate a JSONL file of image records; returns (usable records, number skipped)."""
+    if data_cfg.on_error not in ON_ERROR:
+        raise ConfigError(f"data.on_error: expected one of {ON_ERROR}, got {data_cfg.on_error!r}")
+    raw = read_jsonl(path, (), field)
+    base = Path(path).resolve().parent
+    records, skipped, first = [], 0, None
+    for i, rec in enumerate(raw):
+        try:
+            records.append(_check(rec, base, data_cfg, cropper))
+        except RecordError as e:
+            message = f"{field}: record {i} of {path}, field {e.field!r}: {e}"
+            if data_cfg.on_error == "raise":
+                raise UserError(message + " (set data.on_error=skip to drop bad records)") from e
+            skipped += 1
+            first = first or message
+    if skipped:
+        console.print(f"[yellow]warning[/yellow]: skipped {skipped} of {len(raw)} records in {path}; first: {first}")
+    if not records:
+        raise UserError(f"{field}: no usable records in {path} ({skipped} skipped)")
+    return records, skipped

@@ -1,0 +1,119 @@
+"""Tiny LLaVA-style models built from configs (no downloads): a word-level tokenizer made with
+the `tokenizers` library, a CLIP image processor, a `LlavaProcessor` with a chat template, and a
+`LlavaForConditionalGeneration` with a CLIP vision tower and a Llama text model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
+ROLES = ["USER:", "ASSISTANT:", "SYSTEM:"]
+# user turn = "USER: <image> question ASSISTANT:"; the answer follows, then </s>
+CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}SYSTEM: {% for c in m['content'] %}{{ c['text'] }} {% endfor %}"
+    "{% elif m['role'] == 'user' %}USER: {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}"
+    "{% else %}ASSISTANT: {% for c in m['content'] %}{{ c['text'] }} {% endfor %}</s> {% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def build_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
+    """Whitespace word-level tokenizer over `words` (one token each), `<s>` prepended."""
+    vocab = {w: i for i, w in enumerate(dict.fromkeys([*SPECIALS, *ROLES, *words]))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        padding_side="left",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+
+
+def build_processor(tokenizer: PreTrainedTokenizerFast, image_size: int, patch_size: int) -> LlavaProcessor:
+    """CLIP-normalised square inputs of `image_size` px; one image token per patch (CLS dropped)."""
+    images = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return LlavaProcessor(
+        image_processor=images,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+@dataclass
+class TinySpec:
+    image_size: int = 32
+    patch_size: int = 4
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    text_hidden: int = 64
+    text_layers: int = 2
+    heads: int = 4
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def build(self, tokenizer: PreTrainedTokenizerFast) -> LlavaForConditionalGeneration:
+        vision = CLIPVisionConfig(
+            hidden_size=self.vision_hidden,
+            intermediate_size=2 * self.vision_hidden,
+            num_hidden_layers=self.vision_layers,
+            num_attention_heads=self.heads,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+        )
+        text = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=self.text_hidden,
+            intermediate_size=2 * self.text_hidden,
+            num_hidden_layers=self.text_layers,
+            num_attention_heads=self.heads,
+            num_key_value_heads=self.heads,
+            max_position_embeddings=self.image_tokens + 64,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        cfg = LlavaConfig(
+            vision_config=vision,
+            text_config=text,
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+            image_seq_length=self.image_tokens,
+            vision_feature_layer=-1,
+            vision_feature_select_strategy="default",
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        return LlavaForConditionalGeneration(cfg)
+
+
+def save_tiny(path, spec: TinySpec, words: Sequence[str], seed: int = 0) -> None:
+    """An untrained tiny model with its processor, written with `save_pretrained`."""
+    torch.manual_seed(seed)
+    tok = build_tokenizer(words)
+    spec.build(tok).save_pretrained(path)
+    build_processor(tok, spec.image_size, spec.patch_size).save_pretrained(path)
