@@ -1,0 +1,85 @@
+"""The agent student: a causal LM that plays episodes and scores its whole transcripts.
+
+The teacher is the text domain's `TextTeacher`: the agent rollout's view is a right-padded
+transcript with `prompt_len = 0`, so the teacher scores every transcript in one forward pass
+with the same position alignment as the student.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Dict, Sequence
+
+import torch
+from rich.console import Console
+
+from unified_opd.distributions import Categorical
+from unified_opd.domains.text.generation import Sampling, view_distribution
+from unified_opd.domains.text.models import HiddenStates
+from unified_opd.interfaces import Policy
+from unified_opd.rollout import Rollout
+
+from .episodes import Episode, Limits, outcome, run_episodes, summarise
+from .transcript import to_rollout
+
+console = Console(stderr=True)
+
+
+def episodes_rollout(episodes: Sequence[Episode], pad_id: int, device, outcome_kind: str) -> Rollout:
+    """Pack played episodes into a `Rollout` (outcome per episode; decoded actions in `meta`)."""
+    return to_rollout(
+        [ep.transcript for ep in episodes],
+        pad_id,
+        device,
+        outcome=torch.tensor([outcome(ep, outcome_kind) for ep in episodes], device=device),
+        meta={
+            "seeds": [ep.seed for ep in episodes],
+            "actions": [[a for _, a in ep.history] for ep in episodes],
+            "errors": [ep.error for ep in episodes],
+        },
+    )
+
+
+class AgentPolicy(Policy):
+    """Student causal LM acting in `make_env()` environments, one episode per record (an env seed)."""
+
+    def __init__(self, lm, tokenizer, fmt, make_env: Callable, sampling: Sampling, limits: Limits, outcome_kind: str, lazy: bool = True):
+        self.module = HiddenStates(lm, lazy)
+        self.tokenizer = tokenizer
+        self.fmt = fmt
+        self.make_env = make_env
+        self.sampling = sampling
+        self.limits = limits
+        self.outcome_kind = outcome_kind
+        self.last_metrics: Dict[str, float] = {}
+        self._warned: Counter = Counter()
+
+    @property
+    def lm(self):
+        return self.module.lm
+
+    def play(self, seeds: Sequence[int], sampling: Sampling | None = None, lm=None):
+        """Episodes for `seeds`, acted by this student (or by `lm`, e.g. the teacher's model)."""
+        return run_episodes(lm or self.lm, self.tokenizer, self.fmt, self.make_env, seeds, sampling or self.sampling, self.limits)
+
+    def rollout(self, batch: Sequence[int]) -> Rollout:
+        episodes = self.play(batch)
+        self.last_metrics = summarise(episodes, "episode/")
+        self._warn(episodes)
+        return episodes_rollout(episodes, self.tokenizer.pad_token_id, next(self.lm.parameters()).device, self.outcome_kind)
+
+    def _warn(self, episodes: Sequence[Episode]) -> None:
+        # one line per kind of failure, so a broken env is visible without flooding the log
+        for ep in episodes:
+            if ep.error:
+                kind = ep.error.split(":")[0]
+                if not self._warned[kind]:
+                    console.print(f"[yellow]warning[/yellow]: episode (seed {ep.seed}) ended as failed: {ep.error}")
+                self._warned[kind] += 1
+
+    def distribution(self, rollout: Rollout) -> Categorical:
+        return view_distribution(self.train_module, self.module, rollout.student_view, 0)
+
+    def save(self, path: str) -> None:
+        self.lm.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)

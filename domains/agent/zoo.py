@@ -1,0 +1,239 @@
+"""Zoo entries `keydoor`, `shop` and `toolcalc`: a teacher agent and a weaker student per env.
+
+`uopd zoo build keydoor` (a few minutes on CPU) writes `teacher/` and `student/` (Hugging Face
+Llama models sharing one tokenizer) and `card.json` (their held-out success rates). Both are
+trained by supervised learning on the scripted expert's actions, in the plain transcript format
+of `transcript.PlainFormat`:
+
+* the teacher (larger, longer) on DAgger-style data: with probability `noise` a turn executes a
+  random action seen elsewhere in the expert data (kept as untrained context), so the teacher
+  also learns the expert's recovery from off-track states;
+* the student (smaller, briefly trained) on clean expert episodes only, so it drifts and
+  compounds errors -- the gap that multi-turn OPD closes.
+
+The tokenizer is word-level with a character fallback (a `tokenizers` WordPiece model without
+a continuation prefix): lower-case words seen in the expert data, with or without one leading
+space, are one token; anything else (digits, punctuation, unseen words) falls back to single
+characters, so every printable string round-trips exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from unified_opd.domains.text.generation import Sampling
+from unified_opd.envs import CHARSET
+from unified_opd.zoo import console, register_zoo
+
+from .episodes import Limits, env_factory, run_episodes, summarise
+from .transcript import PlainFormat, Transcript
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+PRE_TOKEN = r" ?[a-z]+| ?[^a-z ]| "
+EVAL_SEED_START = 1_000_000  # the configs' env.eval_seed_start; zoo data never uses these seeds
+
+
+@dataclass
+class ModelSpec:
+    hidden: int
+    layers: int
+    steps: int
+    heads: int = 4
+    lr: float = 3e-3
+    batch: int = 16
+    context: int = 1024
+
+    def build(self, tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+        cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=self.hidden,
+            intermediate_size=self.hidden * 3,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            num_key_value_heads=self.heads,
+            max_position_embeddings=self.context,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            tie_word_embeddings=True,
+        )
+        return LlamaForCausalLM(cfg)
+
+
+@dataclass
+class Entry:
+    env_id: str
+    env_kwargs: Dict = field(default_factory=dict)
+    episodes: int = 1500  # clean expert episodes (and as many noisy ones for the teacher)
+    noise: float = 0.25  # teacher data: chance a turn executes a random action
+    teacher: ModelSpec = field(default_factory=lambda: ModelSpec(hidden=96, layers=3, steps=400))
+    student: ModelSpec = field(default_factory=lambda: ModelSpec(hidden=48, layers=2, steps=120))
+
+
+ENTRIES = {
+    "keydoor": Entry("uopd/KeyDoor-v0", {"depth": 6}),
+    "shop": Entry("uopd/Shop-v0"),
+    "toolcalc": Entry("uopd/ToolCalc-v0"),
+}
+
+
+# ------------------------------------------------------------------ tokenizer
+def build_tokenizer(texts: Sequence[str]) -> PreTrainedTokenizerFast:
+    """Word-level tokens for the words in `texts`, single characters for everything else."""
+    words = Counter(w for t in texts for w in re.findall(r" ?[a-z]+", t))
+    chars = list(CHARSET)
+    vocab: Dict[str, int] = {}
+    for t in SPECIALS + chars + [" " + c for c in chars if c != " "] + sorted(w for w in words if len(w.strip()) > 1):
+        vocab.setdefault(t, len(vocab))
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", continuing_subword_prefix="", max_input_chars_per_word=1000))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(PRE_TOKEN), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", padding_side="left"
+    )
+
+
+# ------------------------------------------------------------------ expert data
+@dataclass
+class Demo:
+    """One expert episode: observations, executed actions, and which turns are expert labels."""
+
+    observations: List[str]
+    actions: List[str]
+    labelled: List[bool]
+
+
+def expert_demos(entry: Entry, seeds: Sequence[int], noise: float, rng: random.Random, pool: Sequence[str] = ()) -> List[Demo]:
+    """Play the scripted expert; with probability `noise` a turn instead executes a random
+    action from `pool` (unlabelled), so later turns show the expert recovering."""
+    make = env_factory(entry.env_id, entry.env_kwargs)
+    demos = []
+    for seed in seeds:
+        env = make()
+        obs, info = env.reset(seed=int(seed))
+        d = Demo([], [], [])
+        done = False
+        while not done:
+            off_track = bool(pool) and rng.random() < noise
+            action = rng.choice(pool) if off_track else env.unwrapped.expert_action()
+            d.observations.append(obs)
+            d.actions.append(action)
+            d.labelled.append(not off_track)
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+        demos.append(d)
+        env.close()
+    return demos
+
+
+def demo_transcript(demo: Demo, fmt: PlainFormat, tok) -> Transcript:
+    """The demo in the rollout's transcript format; only the expert's labelled actions are agent tokens."""
+    t = Transcript()
+    history: List = []
+    for turn, (obs, action, labelled) in enumerate(zip(demo.observations, demo.actions, demo.labelled)):
+        t.add(fmt.context(history, obs), turn, agent=False)
+        t.add(tok(action, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], turn, agent=labelled)
+        history.append((obs, action))
+    return t
+
+
+# ------------------------------------------------------------------ supervised training
+def sft_batch(transcripts: Sequence[Transcript], pad_id: int) -> Dict[str, torch.Tensor]:
+    """Right-padded ids; labels are the ids on agent tokens and -100 elsewhere."""
+    n = max(len(t) for t in transcripts)
+    ids = torch.full((len(transcripts), n), pad_id)
+    labels = torch.full((len(transcripts), n), -100)
+    attn = torch.zeros((len(transcripts), n), dtype=torch.long)
+    for i, t in enumerate(transcripts):
+        x = torch.tensor(t.ids)
+        ids[i, : len(t)] = x
+        attn[i, : len(t)] = 1
+        labels[i, : len(t)] = torch.where(torch.tensor(t.agent), x, torch.full_like(x, -100))
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+def train_supervised(model, tok, data: Sequence[Transcript], spec: ModelSpec, seed: int, label: str) -> float:
+    """Next-token training on the agent tokens (AdamW, warm-up + cosine LR); returns the last loss."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warm = max(1, spec.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / spec.steps)))
+    )
+    model.train()
+    loss = torch.tensor(float("nan"))
+    cols = [TextColumn(f"[bold]zoo {label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+    with Progress(*cols, console=console) as bar:
+        task = bar.add_task(label, total=spec.steps, info="")
+        for _ in range(spec.steps):
+            idx = torch.randint(len(data), (spec.batch,), generator=g).tolist()
+            loss = model(**sft_batch([data[i] for i in idx], tok.pad_token_id)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
+    model.eval()
+    return loss.item()
+
+
+def held_out(model, tok, entry: Entry, episodes: int = 100) -> Dict[str, float]:
+    """Greedy success rate, mean return and turns on the configs' held-out seeds."""
+    make = env_factory(entry.env_id, entry.env_kwargs)
+    seeds = range(EVAL_SEED_START, EVAL_SEED_START + episodes)
+    limits = Limits(max_turns=0, max_action_tokens=32, max_tokens=model.config.max_position_embeddings)
+    return summarise(run_episodes(model, tok, PlainFormat(tok), make, seeds, Sampling(greedy=True), limits))
+
+
+def build_entry(name: str, entry: Entry, dest: Path) -> None:
+    """Expert data -> tokenizer -> teacher and student -> card.json."""
+    t0 = time.time()
+    rng = random.Random(0)
+    clean = expert_demos(entry, range(entry.episodes), 0.0, rng)
+    pool = sorted({a for d in clean for a in d.actions})
+    noisy = expert_demos(entry, range(entry.episodes, 2 * entry.episodes), entry.noise, rng, pool)
+    tok = build_tokenizer([text for d in clean + noisy for text in d.observations + d.actions])
+    fmt = PlainFormat(tok)
+    data = {
+        "teacher": [demo_transcript(d, fmt, tok) for d in clean + noisy],
+        "student": [demo_transcript(d, fmt, tok) for d in clean],
+    }
+    card: Dict = {"env": entry.env_id, "env_kwargs": entry.env_kwargs, "vocab_size": len(tok)}
+    card["max_transcript_tokens"] = max(len(t) for t in data["teacher"])
+    for seed, (role, spec) in enumerate((("teacher", entry.teacher), ("student", entry.student)), start=1):
+        torch.manual_seed(seed)
+        model = spec.build(tok)
+        loss = train_supervised(model, tok, data[role], spec, seed, f"{name} {role}")
+        model.save_pretrained(dest / role)
+        tok.save_pretrained(dest / role)
+        figures = held_out(model, tok, entry)
+        card[role] = {"parameters": sum(p.numel() for p in model.parameters()), "final_loss": loss, **figures}
+        console.print(f"zoo {name} {role}: {card[role]['parameters']:,} parameters, held-out success {figures['success_rate']:.2f}")
+    card["build_seconds"] = round(time.time() - t0, 1)
+    (dest / "card.json").write_text(json.dumps(card, indent=1))
+
+
+def _register(name: str, entry: Entry) -> None:
+    @register_zoo(name)
+    def builder(dest: Path) -> None:
+        build_entry(name, entry, dest)
+
+    builder.__doc__ = f"Teacher and student agents for {entry.env_id} {entry.env_kwargs or ''}".strip()
+
+
+for _name, _entry in ENTRIES.items():
+    _register(_name, _entry)
