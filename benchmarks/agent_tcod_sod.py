@@ -47,9 +47,19 @@ def train_once(env: str, weights: str, seed: int, steps: int, episodes: int, out
         "eval.kl=false",
     ]
     summary_file = out / "summary.json"
-    if summary_file.is_file():  # finished earlier: the benchmark can be resumed
+    if summary_file.is_file():  # finished earlier: the benchmark resumes where it stopped
         return json.loads(summary_file.read_text())
     return Trainer(load_config(str(ROOT / CONFIGS[env]), overrides, schema_for)).train()
+
+
+def baseline(env: str, episodes: int, cache: Path) -> dict:
+    """The initial student's and the teacher's held-out figures (cached: the script resumes)."""
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    figures = run_eval(str(ROOT / CONFIGS[env]), [f"eval.episodes={episodes}", "eval.kl=false"])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(figures))
+    return figures
 
 
 def mean_std(xs: list) -> str:
@@ -70,7 +80,7 @@ def main() -> int:
     t0 = time.time()
     rows = []
     for env in args.envs:
-        base = run_eval(str(ROOT / CONFIGS[env]), [f"eval.episodes={args.episodes}", "eval.kl=false"])
+        base = baseline(env, args.episodes, Path(args.runs) / env / "baseline.json")
         results = {}
         for name, weights in methods(env).items():
             results[name] = [
