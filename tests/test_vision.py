@@ -4,6 +4,8 @@ mismatched processors) as clear errors."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,18 +13,18 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from test_vision_fixtures import _one_thread, tiny_vision, vision_overrides, write_records  # noqa: F401
+from test_vision_fixtures import STUDENT, _one_thread, tiny_vision, vision_overrides, write_records  # noqa: F401
 from unified_opd.cli import main as cli_main
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for
 from unified_opd.domains.text.generation import Sampling
 from unified_opd.domains.vision.config import DataConfig, TeacherConfig
 from unified_opd.domains.vision.crops import BoxError, Cropper, clip, crop_box, crop_image, grow, slide_inside, to_pixels
-from unified_opd.domains.vision.data import load_records
+from unified_opd.domains.vision.data import load_image, load_records
 from unified_opd.domains.vision.generation import ViewBuilder
 from unified_opd.domains.vision.models import load_vision_lm
-from unified_opd.domains.vision.policy import VisionPolicy, ema_update
-from unified_opd.domains.vision.tiny import build_processor, build_tokenizer
+from unified_opd.domains.vision.policy import VisionPolicy, VisionTeacher, ema_update
+from unified_opd.domains.vision.tiny import build_processor, build_tokenizer, save_tiny
 from unified_opd.errors import UserError
 from unified_opd.trainer import Trainer
 
@@ -96,8 +98,6 @@ def test_crop_view_differs_from_the_student_view_only_in_the_image(tiny_vision):
     # the crop teacher's pixels are the processor's encoding of the cropper's image
     proc = policy.processor
     rec = r.meta["records"][0]
-    from unified_opd.domains.vision.data import load_image
-
     expected = proc.image_processor(Cropper(OmegaConf.structured(TeacherConfig()), policy.data_cfg)(rec, load_image(rec)), return_tensors="pt")
     assert torch.allclose(t["images"]["pixel_values"][0], expected["pixel_values"][0])
 
@@ -113,8 +113,6 @@ def test_full_view_with_another_processor_keeps_the_completion_aligned(tiny_visi
     for a, b in zip(s["input_ids"], t["input_ids"]):  # same text once image tokens are removed
         assert torch.equal(a[a != image], b[b != image])
     # alignment: the teacher's distribution has the student's positions
-    from unified_opd.domains.vision.policy import VisionTeacher
-
     t_lm = load_vision_lm(str(tiny_vision / "teacher"), "float32", False, "teacher")[0]
     assert VisionTeacher(t_lm).distribution(r).log_probs().shape[:2] == r.loss_mask.shape
 
@@ -152,8 +150,6 @@ def _build(root, out, **extra):
 
 
 def _bad_data(root: Path, tmp: Path, edit) -> Path:
-    import json
-
     records = [json.loads(x) for x in open(root / "train.jsonl")][:6]
     for r in records:
         r["image"] = str(root / r["image"])
@@ -207,8 +203,6 @@ def test_cli_exits_with_code_2_on_bad_input(tiny_vision, tmp_path, capsys):
 
 
 def test_mismatched_processor_and_vocabulary_are_errors(tiny_vision, tmp_path):
-    import shutil
-
     odd = tmp_path / "odd"
     shutil.copytree(tiny_vision / "student", odd)
     build_processor(build_tokenizer(["what", "is"]), 16, 4).save_pretrained(odd)  # patch 4: 16 image tokens, not 4
@@ -216,9 +210,6 @@ def test_mismatched_processor_and_vocabulary_are_errors(tiny_vision, tmp_path):
         _build(tiny_vision, tmp_path / "a", **{"student.path": odd})
 
     other_vocab = tmp_path / "other_vocab"
-    from unified_opd.domains.vision.tiny import save_tiny
-    from test_vision_fixtures import STUDENT
-
     save_tiny(other_vocab, STUDENT, ["what", "is", "extra", "words"], seed=0)
     with pytest.raises(UserError, match="teacher.path: vocabulary size"):
         _build(tiny_vision, tmp_path / "b", **{"teacher.path": other_vocab, "teacher.view": "full"})

@@ -14,7 +14,7 @@ from .crops import Cropper
 from .data import load_image
 
 TILE = 128
-CAPTION = 40
+CAPTION = 52
 
 
 def example_grid(records: Sequence[Dict], cropper: Cropper, before: List[str], now: List[str], crop: List[str], data_cfg) -> Image.Image:
@@ -31,8 +31,8 @@ def example_grid(records: Sequence[Dict], cropper: Cropper, before: List[str], n
         draw.rectangle([box[0] * sx, top + box[1] * sy, box[2] * sx - 1, top + box[3] * sy - 1], outline=(255, 0, 255), width=2)
         sheet.paste(cropper(r, image).resize((TILE, TILE), Image.NEAREST), (TILE + 8, top))
         draw.text((2, top + TILE + 2), str(r[data_cfg.prompt_field])[:44], fill=(0, 0, 0), font=font)
-        line = f"truth {r.get(data_cfg.answer_field)} | before {before[i]} | now {now[i]} | crop {crop[i]}"
-        draw.text((2, top + TILE + 18), line[:44], fill=(0, 0, 160), font=font)
+        draw.text((2, top + TILE + 17), f"truth {r.get(data_cfg.answer_field)} | before {before[i]}", fill=(0, 0, 160), font=font)
+        draw.text((2, top + TILE + 32), f"now {now[i]} | crop {crop[i]}", fill=(0, 0, 160), font=font)
     return sheet
 
 

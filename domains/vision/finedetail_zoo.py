@@ -3,7 +3,7 @@ larger, higher-resolution teacher for the separate-teacher (`view: full`) recipe
 
 `uopd zoo build finedetail` writes `images/`, `train.jsonl`, `eval.jsonl` (held out: drawn from
 another seed), `student/` (32 px input; supervised mostly on crops, so its full-image reading
-lags: the gap Vision-OPD closes), `teacher/` (64 px input, wider; supervised on full images) and
+lags: the gap Vision-OPD closes), `teacher/` (64 px input, wider; supervised on full images and crops alike) and
 `card.json` with both models' held-out accuracies on full images and crops.
 """
 
@@ -42,7 +42,7 @@ class Recipe:
 
 
 STUDENT = Recipe(TinySpec(image_size=32, patch_size=8), steps=600, crop_fraction=0.9)
-TEACHER = Recipe(TinySpec(image_size=64, patch_size=16, vision_hidden=96, text_hidden=96), steps=600, crop_fraction=0.0)
+TEACHER = Recipe(TinySpec(image_size=64, patch_size=16, vision_hidden=96, text_hidden=96), steps=600, crop_fraction=0.5)
 N_TRAIN, N_EVAL = 4000, 400
 
 

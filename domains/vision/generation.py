@@ -24,7 +24,7 @@ from unified_opd.domains.text.generation import Sampling, completion_mask, view_
 from unified_opd.errors import UserError
 from unified_opd.rollout import Rollout
 
-from .data import load_image
+from .data import RecordError, load_image
 from .models import VisionHiddenStates, image_token_id
 
 TEXT_KEYS = ("input_ids", "attention_mask")
@@ -102,7 +102,10 @@ def generate_rollout(
     crop for evaluation) and package them as a `Rollout`, with `teacher_view` built when given."""
     tok = processor.tokenizer
     device = next(lm.parameters()).device
-    images = [load_image(r) for r in records]
+    try:
+        images = [load_image(r) for r in records]
+    except RecordError as e:  # the file changed after the run was built
+        raise UserError(f"data: field {e.field!r}: {e}") from e
     shown = [image_transform(r, im) for r, im in zip(records, images)] if image_transform else images
     enc = encode(processor, format_prompts(processor, records, data_cfg), shown, device)
     prompt_len = enc["input_ids"].shape[1]
