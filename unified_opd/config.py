@@ -46,6 +46,12 @@ class ObjectiveConfig:
     baseline: str = "none"  # none | reverse_kl (vOPD control variate, sampled estimator only)
     clip_eps: float = 0.2  # importance-ratio clip when a rollout is reused
     weights: List[Any] = field(default_factory=list)  # per-position weights: names or {name: ..., options}
+    baseline_top_k: int = 0  # vOPD baseline over the student's top-k tokens (0 = full vocabulary)
+    lam_rule: str = "constant"  # constant | tv_adaptive (per-token k = clip(lam_tv / TV(teacher, ref), 1, lam))
+    lam_tv: float = 0.1  # tv_adaptive: the TV distance δ at which extrapolation stops
+    outcome_advantage: str = "none"  # none | grpo | reward: adds the term −c·w_o·sg(A_i)·log π_θ(a_t)
+    outcome_coef: float = 1.0  # c, the outcome term's coefficient
+    outcome_weights: List[Any] = field(default_factory=list)  # weights of the outcome term (same registry)
 
 
 @dataclass
@@ -73,6 +79,7 @@ class TrainerConfig:
     max_nonfinite: int = 3  # consecutive non-finite losses skipped before the run stops
     profile: bool = False  # print a per-phase timing table at the end
     tensorboard: bool = True  # also log to TensorBoard when it is installed
+    callbacks: List[Any] = field(default_factory=list)  # after-step hooks: names or {name: ..., options} (unified_opd.callbacks)
 
 
 @dataclass

@@ -10,7 +10,7 @@ importance-ratio clipping when a rollout is reused.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -20,9 +20,9 @@ def opd_advantage(
     student_logp: Tensor,
     teacher_logp: Tensor,
     ref_logp: Optional[Tensor] = None,
-    lam: float = 1.0,
+    lam: Union[float, Tensor] = 1.0,
 ) -> Tensor:
-    """Per-token advantage, detached.
+    """Per-token advantage, detached. `lam` is a float or a per-position tensor (token-adaptive).
 
     Plain OPD: A_t = log π_T(a_t) − log π_θ(a_t).
     G-OPD / ExOPD: A_t = λ·[log π_T(a_t) − log π_ref(a_t)] − [log π_θ(a_t) − log π_ref(a_t)],
@@ -30,11 +30,21 @@ def opd_advantage(
     """
     s, t = student_logp.detach().float(), teacher_logp.detach().float()
     if ref_logp is None:
-        if lam != 1.0:
+        if isinstance(lam, Tensor) or lam != 1.0:
             raise ValueError("opd_advantage: λ != 1 needs a reference model's log-probs (ref_logp)")
         return t - s
     r = ref_logp.detach().float()
+    lam = lam.detach().float() if isinstance(lam, Tensor) else lam
     return lam * (t - r) - (s - r)
+
+
+def reward_advantage(outcome: Tensor, group_ids: Optional[Tensor] = None) -> Tensor:
+    """The raw verifier reward as the trajectory advantage: A_i = r_i (no baseline).
+
+    With r ∈ {0, 1} the outcome term becomes maximum likelihood on the correct rollouts only
+    (SCOPE's correct-route term); `group_ids` is accepted for a uniform signature and unused.
+    """
+    return outcome.float()
 
 
 def policy_gradient_loss(
@@ -59,3 +69,52 @@ def policy_gradient_loss(
         return -adv * logp
     ratio = torch.exp(logp - old_logp.detach().float())
     return -torch.minimum(ratio * adv, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv)
+
+
+def topk_reverse_kl(student_logp: Tensor, teacher_logp: Tensor, k: int) -> Tensor:
+    """Reverse KL restricted to the student's k most likely tokens (vOPD's cheap value).
+
+    KL_k(s) = Σ_{i ∈ top-k(π_θ)} π_θ(i)·[log π_θ(i) − log π_T(i)], over `[n, V]` log-probs -> `[n]`.
+    No renormalisation: with k = V it is the full reverse KL, and it is used only as a detached
+    baseline, so truncation changes the variance reduction, never the gradient's expectation.
+    """
+    k = min(int(k), student_logp.shape[-1])
+    top, idx = student_logp.float().topk(k, dim=-1)
+    t = teacher_logp.float().gather(-1, idx)
+    return (top.exp() * (top - t)).sum(-1)
+
+
+def grpo_advantage(outcome: Tensor, group_ids: Tensor, eps: float = 1e-6) -> Tensor:
+    """GRPO's group-relative advantage per trajectory: A_i = (r_i − mean_g r) / (std_g r + eps).
+
+    The mean and (population) standard deviation run over the trajectories sharing trajectory
+    i's `group_id` (the samples of one prompt); a group whose rewards are all equal gets A = 0.
+    """
+    r = outcome.float()
+    g = group_ids.long()
+    _, inv = torch.unique(g, return_inverse=True)
+    count = torch.zeros(int(inv.max()) + 1, device=r.device).index_add_(0, inv, torch.ones_like(r))
+    mean = torch.zeros_like(count).index_add_(0, inv, r) / count
+    var = torch.zeros_like(count).index_add_(0, inv, (r - mean[inv]) ** 2) / count
+    return (r - mean[inv]) / (var.sqrt()[inv] + eps)
+
+
+def outcome_pg_loss(student_logp: Tensor, trajectory_advantage: Tensor) -> Tensor:
+    """The outcome (REINFORCE/GRPO) term per position: ℓ_t = −sg(A_{i(t)}) · log π_θ(a_t).
+
+    `trajectory_advantage` is already gathered to the positions (`[N]`). With A_i = r_i ∈ {0, 1}
+    it is the likelihood (MLE) of the correct rollouts; with the GRPO advantage it is GRPO's
+    on-policy surrogate (the rollout is fresh, so the ratio is 1 and needs no clipping).
+    """
+    return -trajectory_advantage.detach().float() * student_logp.float()
+
+
+def tv_adaptive_lam(tv: Tensor, lam_max: float, tv_target: float) -> Tensor:
+    """AlignDistil-style token-adaptive extrapolation factor k_t for `pool([T, ref], [k, 1−k])`.
+
+    k_t = clip(δ / TV(π_T, π_ref)(s_t), 1, k_max): where teacher and reference barely differ the
+    logit direction z_T − z_ref is extrapolated up to k_max; where they already differ a lot
+    (TV ≥ δ) the factor falls back to 1, the plain teacher, so a large step is never taken along
+    a direction that already moves far.
+    """
+    return (tv_target / tv.float().clamp_min(1e-8)).clamp(1.0, float(lam_max))

@@ -5,7 +5,14 @@
 where ℓ is either the **sampled-token** policy-gradient term (reverse KL in expectation; only the
 log-probs of the sampled actions are needed) or the **analytic** per-position divergence
 D(π_θ ‖ target) from the registry, and w multiplies the configured per-position weights.
-The target is the teacher, or `pool([teacher, reference], [λ, 1−λ])` for G-OPD/ExOPD.
+The target is the teacher, or `pool([teacher, reference], [λ, 1−λ])` for G-OPD/ExOPD (λ may be
+per-token: `lam_rule: tv_adaptive`, AlignDistil's logit extrapolation).
+
+An optional **outcome term** adds, per position, `c · w_o · (−sg(A_i) · log π_θ(a_t))` with a
+per-trajectory advantage A_i from the verifier (`outcome_advantage`: GRPO's group-normalised
+advantage, or the raw reward = likelihood of correct rollouts) and its own weights `w_o`. Weights
+that gate by outcome route each trajectory to the distillation term, the outcome term or both,
+which is how SCOPE, SRPO and dGRPO are configured without any recipe name in the code.
 """
 
 from __future__ import annotations
@@ -19,12 +26,24 @@ from torch import Tensor
 from .distributions import Categorical, Distribution, pool
 from .divergences import Divergence, divergence as make_divergence
 from .errors import ConfigError
-from .estimators import opd_advantage, policy_gradient_loss
+from .distributions import aligned_log_probs
+from .errors import UserError
+from .estimators import (
+    grpo_advantage,
+    opd_advantage,
+    outcome_pg_loss,
+    policy_gradient_loss,
+    reward_advantage,
+    topk_reverse_kl,
+    tv_adaptive_lam,
+)
 from .rollout import Rollout
 from .weights import WeightInputs, combine_weights
 
 ESTIMATORS = ("auto", "sampled", "analytic")
 BASELINES = ("none", "reverse_kl")
+OUTCOME_ADVANTAGES = {"grpo": grpo_advantage, "reward": reward_advantage}
+LAM_RULES = ("constant", "tv_adaptive")
 
 
 @dataclass
@@ -39,12 +58,26 @@ class Objective:
     lam: float = 1.0
     baseline: str = "none"
     clip_eps: float = 0.2
+    baseline_top_k: int = 0
+    lam_rule: str = "constant"
+    lam_tv: float = 0.1
+    outcome_advantage: str = "none"
+    outcome_coef: float = 1.0
+    outcome_weights: Tuple = ()
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ConfigError(f"objective.estimator: expected one of {ESTIMATORS}, got {self.estimator!r}")
         if self.baseline not in BASELINES:
             raise ConfigError(f"objective.baseline: expected one of {BASELINES}, got {self.baseline!r}")
+        if self.baseline_top_k < 0:
+            raise ConfigError(f"objective.baseline_top_k: expected 0 (full vocabulary) or a positive k, got {self.baseline_top_k}")
+        if self.lam_rule not in LAM_RULES:
+            raise ConfigError(f"objective.lam_rule: expected one of {LAM_RULES}, got {self.lam_rule!r}")
+        if self.outcome_advantage not in ("none", *OUTCOME_ADVANTAGES):
+            raise ConfigError(
+                f"objective.outcome_advantage: expected one of {('none', *OUTCOME_ADVANTAGES)}, got {self.outcome_advantage!r}"
+            )
         if self.estimator == "sampled" and self.divergence.name not in ("reverse_kl", "kl"):
             raise ConfigError(
                 f"objective.estimator: 'sampled' estimates reverse KL only, but divergence.name is "
@@ -72,22 +105,26 @@ class Objective:
         s, t = student.select(mask), teacher.select(mask)
         r = reference.select(mask) if reference is not None else None
         metrics: Dict[str, float] = {}
+        lam = self._lam(t, r)
+        if isinstance(lam, Tensor):
+            metrics["lam_mean"] = float(lam.mean())
+        actions = rollout.actions.to(mask.device)[mask] if isinstance(student, Categorical) else None
+        ls = lt = None
         if self.uses_sampled(student):
-            actions = rollout.actions.to(mask.device)[mask]
             ls = s.log_prob(actions)
             with torch.no_grad():
                 lt = t.log_prob(actions)
                 lr = r.log_prob(actions) if r is not None else None
-            adv = opd_advantage(ls, lt, lr, self.lam)
+            adv = opd_advantage(ls, lt, lr, lam)
             baseline = None
             if self.baseline == "reverse_kl":
                 with torch.no_grad():
-                    baseline = -make_divergence("reverse_kl")(s.detach(), _target(t, r, self.lam))
+                    baseline = -self._value_kl(s.detach(), _target(t, r, lam))
             per_position = policy_gradient_loss(ls, adv, baseline)
             detached_div = (ls - lt).detach()
             metrics["advantage"] = float(adv.mean())
         else:
-            per_position = self.divergence(s, _target(t, r, self.lam))
+            per_position = self.divergence(s, _target(t, r, lam))
             detached_div = per_position.detach()
         batch_index, position = _flat_index(rollout, mask)
         inputs = WeightInputs(
@@ -100,17 +137,58 @@ class Objective:
             step_ids=rollout.step_ids.to(mask.device)[mask],
             step=step,
             max_steps=max_steps,
+            actions=actions,
         )
+        if ls is not None:
+            inputs._cache.update(student_logp=ls.detach(), teacher_logp=lt.detach())
         w = combine_weights(self.weights, inputs)
-        loss = (w * per_position).sum() / n
+        total = w * per_position
+        if self.outcome_advantage != "none":
+            if ls is None:
+                ls = s.log_prob(actions)
+            outcome_loss, outcome_metrics = self._outcome_term(ls, rollout, batch_index, inputs)
+            total = total + outcome_loss
+            metrics.update(outcome_metrics)
+        loss = total.sum() / n
         metrics.update(loss=float(loss.detach()), kl=float(detached_div.mean()), tokens=float(n))
         if self.weights:
             metrics["weight_mean"] = float(w.mean())
         return loss, metrics
 
+    def _lam(self, teacher: Distribution, reference: Optional[Distribution]):
+        """λ as configured: a float, or per position (`tv_adaptive`, from teacher vs reference)."""
+        if self.lam_rule == "constant":
+            return self.lam
+        if reference is None:
+            raise ConfigError("objective.lam_rule: 'tv_adaptive' needs a reference model (teacher.reference)")
+        with torch.no_grad():
+            tv = make_divergence("tv")(teacher, reference)
+        return tv_adaptive_lam(tv, self.lam, self.lam_tv)
 
-def _target(teacher: Distribution, reference: Optional[Distribution], lam: float) -> Distribution:
-    if lam == 1.0:
+    def _value_kl(self, student: Distribution, target: Distribution) -> Tensor:
+        """vOPD's V(s_t) = −KL(π_θ‖π_T)(s_t) up to sign: full vocabulary, or the student's top-k."""
+        if self.baseline_top_k == 0:
+            return make_divergence("reverse_kl")(student, target)
+        k = self.baseline_top_k
+        return aligned_log_probs(student, target, lambda a, b: topk_reverse_kl(a, b, k))
+
+    def _outcome_term(self, ls: Tensor, rollout: Rollout, batch_index: Tensor, inputs: WeightInputs):
+        if rollout.outcome is None:
+            raise UserError(
+                "objective.outcome_advantage: the rollouts carry no outcome (give the data an answer field and a verifier)"
+            )
+        if self.outcome_advantage == "grpo" and rollout.group_ids is None:
+            raise UserError("objective.outcome_advantage: 'grpo' needs rollout.group_ids (several samples per prompt)")
+        group_ids = rollout.group_ids if rollout.group_ids is not None else torch.arange(rollout.batch_size)
+        fn = OUTCOME_ADVANTAGES[self.outcome_advantage]
+        adv_traj = fn(rollout.outcome.to(ls.device), group_ids.to(ls.device))
+        w_o = combine_weights(self.outcome_weights, inputs)
+        loss = self.outcome_coef * w_o * outcome_pg_loss(ls, adv_traj[batch_index])
+        return loss, {"outcome_advantage": float(adv_traj.mean()), "outcome_weight_mean": float(w_o.mean())}
+
+
+def _target(teacher: Distribution, reference: Optional[Distribution], lam) -> Distribution:
+    if not isinstance(lam, Tensor) and lam == 1.0:
         return teacher
     if reference is None:
         raise ConfigError("objective.lam: λ != 1 needs a reference model (teacher.reference)")

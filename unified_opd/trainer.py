@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import checkpoint as ckpt
+from .callbacks import build_callbacks
 from .data import DataStream
 from .divergences import divergence_from_options
 from .domain import Components, get_domain
@@ -45,6 +46,12 @@ def build_objective(cfg: DictConfig) -> Objective:
         lam=o.lam,
         baseline=o.baseline,
         clip_eps=o.clip_eps,
+        baseline_top_k=o.baseline_top_k,
+        lam_rule=o.lam_rule,
+        lam_tv=o.lam_tv,
+        outcome_advantage=o.outcome_advantage,
+        outcome_coef=o.outcome_coef,
+        outcome_weights=tuple(build_weights(list(OmegaConf.to_container(o.outcome_weights)), "objective.outcome_weights")),
     )
 
 
@@ -104,6 +111,7 @@ class Trainer:
         # everything that can be checked without loading models is checked first, so a typo
         # fails in a second instead of after a model load or a zoo build
         self.objective = build_objective(cfg)
+        self.callbacks = build_callbacks(list(OmegaConf.to_container(t.callbacks)))
         lr_lambda = _lr_lambda(t)
         self.resume_from = self._check_output_dir()
         set_seed(t.seed)
@@ -289,6 +297,8 @@ class Trainer:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.teacher.after_step(self.policy)
+            for callback in self.callbacks:
+                callback.after_step(self.policy, self.step + 1)
         if grad_norm is not None:
             metrics["grad_norm"] = float(grad_norm)
         metrics["lr"] = self.scheduler.get_last_lr()[0]

@@ -14,11 +14,14 @@ from unified_opd.errors import ConfigError
 from unified_opd.zoo import check_local_paths, resolve
 
 from . import arith  # noqa: F401  (registers the zoo entries)
+from . import cache  # noqa: F401  (registers the cache teacher and the cache writer)
 from .config import TextRunConfig
 from .evaluate import make_evaluator
 from .generation import Sampling
 from .models import check_same_vocabulary, load_causal_lm
 from .policy import TextPolicy, TextTeacher
+from .teachers import TeacherContext, build_teacher
+from .views import view_builder
 
 
 def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
@@ -36,25 +39,25 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
             "student.path": cfg.student.path,
             "teacher.path": cfg.teacher.path,
             "teacher.reference": None if cfg.teacher.reference == "student" else cfg.teacher.reference,
+            "teacher.cache.dir": cfg.teacher.cache.dir if cfg.teacher.kind == "cache" else None,
+            **{f"teacher.experts.{k}": v for k, v in cfg.teacher.experts.items()},
+            **{f"teacher.members[{i}]": v for i, v in enumerate(cfg.teacher.members)},
         }
     )
+    view = view_builder(cfg.teacher.view)
     records = read_jsonl(resolve(cfg.data.path, "data.path"), (cfg.data.prompt_field,))
     eval_records = (
         read_jsonl(resolve(cfg.data.eval_path, "data.eval_path"), (cfg.data.prompt_field,), "data.eval_path")
         if cfg.data.eval_path
         else records
     )
-    if cfg.teacher.path is None:
-        raise ConfigError("teacher.path: required value is missing")
     lm, tok = load_causal_lm(cfg.student.path, cfg.student.dtype, cfg.student.trust_remote_code, "student")
-    t_lm, t_tok = load_causal_lm(cfg.teacher.path, cfg.teacher.dtype, cfg.teacher.trust_remote_code, "teacher")
-    check_same_vocabulary(tok, t_tok, lm, t_lm)
     device = accelerator.device
     sampling = Sampling(
         num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k
     )
-    policy = TextPolicy(lm.to(device), tok, cfg.data, sampling, cfg.student.lazy_logits)
-    teacher = TextTeacher(t_lm.to(device), cfg.student.lazy_logits)
+    policy = TextPolicy(lm.to(device), tok, cfg.data, sampling, cfg.student.lazy_logits, view)
+    built = build_teacher(TeacherContext(cfg, policy, device))
     reference = None
     if cfg.teacher.reference == "student":
         reference = TextTeacher.frozen_copy(policy)
@@ -64,9 +67,9 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
         reference = TextTeacher(ref_lm.to(device), cfg.student.lazy_logits)
     return Components(
         policy=policy,
-        teacher=teacher,
-        train_records=records,
-        evaluate=make_evaluator(eval_records, teacher, cfg),
+        teacher=built.teacher,
+        train_records=built.records or records,
+        evaluate=make_evaluator(eval_records, built.eval_teacher, cfg, built.teacher_lm),
         reference=reference,
     )
 

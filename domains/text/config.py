@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -19,11 +19,32 @@ class StudentConfig:
 
 
 @dataclass
+class CacheConfig:
+    """Lightning OPD: a teacher's top-k log-probs on a fixed set of rollouts (`uopd cache-teacher`)."""
+
+    dir: Optional[str] = None  # where `uopd cache-teacher` writes and `teacher.kind: cache` reads
+    top_k: int = 8  # log-probs kept per position (plus the tail bucket)
+    rollouts: str = "teacher"  # whose samples are cached: teacher (Lightning's teacher consistency) | student
+    prompts: int = 512  # training prompts cached (the first ones of data.path); x rollout.num_samples rollouts
+    batch_size: int = 64  # prompts per generation batch while writing
+
+
+@dataclass
 class TeacherConfig:
-    path: Optional[str] = None  # a model directory or zoo:NAME/sub
+    kind: str = "model"  # model | self | cache | router | pool | best_of (registry domains/text/teachers.py)
+    path: Optional[str] = None  # a model directory or zoo:NAME/sub (kind model; default route of a router)
     dtype: str = "float32"
     trust_remote_code: bool = False
     reference: Optional[str] = None  # G-OPD reference model ("student" = frozen copy of the initial student)
+    view: str = "same"  # what the teacher reads (registry domains/text/views.py): same | answer_hint
+    ema: float = 0.0  # kind self: 0 = the live student; in (0, 1) = an EMA copy with this decay
+    experts: Dict[str, str] = field(default_factory=dict)  # kind router: task tag -> model path
+    members: List[str] = field(default_factory=list)  # kind pool / best_of: model paths
+    weights: List[float] = field(default_factory=list)  # kind pool: fixed log-linear weights (one per member)
+    pool_rule: str = "fixed"  # kind pool: fixed | confidence (per-token softmax of -entropy / temperature)
+    confidence_temperature: float = 1.0
+    select: str = "verifier"  # kind best_of: verifier (greedy answer correct, ties by likelihood) | likelihood
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 @dataclass

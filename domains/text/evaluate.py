@@ -8,15 +8,17 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from unified_opd.divergences import divergence
+from unified_opd.interfaces import Teacher
 
 from .generation import Sampling, generate_rollout
-from .policy import TextPolicy, TextTeacher
+from .policy import TextPolicy
 
 
 def make_evaluator(
-    records: List[Dict[str, Any]], teacher: Optional[TextTeacher], cfg
+    records: List[Dict[str, Any]], teacher: Optional[Teacher], cfg, teacher_lm=None
 ) -> Callable[[TextPolicy, int], Dict[str, float]]:
-    """Returns evaluate(policy, step). The teacher's accuracy is computed on the first call only."""
+    """Returns evaluate(policy, step). KL is measured against `teacher` (any kind, skipped when
+    None); the teacher's accuracy, from greedy generation with `teacher_lm`, on the first call only."""
     records = records[: cfg.eval.size]
     greedy = Sampling(num_samples=1, max_new_tokens=cfg.rollout.max_new_tokens, greedy=True)
     reverse_kl = divergence("reverse_kl")
@@ -52,11 +54,11 @@ def make_evaluator(
     def evaluate(policy: TextPolicy, step: int) -> Dict[str, float]:
         policy_ref[:] = [policy]
         metrics = accuracy_of(lambda recs: policy.rollout(recs, greedy), "student")
-        if teacher is not None and cfg.eval.teacher:
+        if teacher_lm is not None and cfg.eval.teacher:
             if not cache:
                 cache.update(
                     accuracy_of(
-                        lambda recs: generate_rollout(teacher.module.lm, policy.tokenizer, recs, cfg.data, greedy),
+                        lambda recs: generate_rollout(teacher_lm, policy.tokenizer, recs, cfg.data, greedy),
                         "teacher",
                     )
                 )

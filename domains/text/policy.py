@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
@@ -13,23 +13,33 @@ from unified_opd.rollout import Rollout
 
 from .generation import Sampling, generate_rollout, view_distribution
 from .models import HiddenStates
+from .views import ViewFn, privileged_view
 
 
 class TextPolicy(Policy):
     """Student causal LM: samples completions with `generate`, scores them with one forward pass."""
 
-    def __init__(self, lm, tokenizer, data_cfg, sampling: Sampling, lazy: bool = True):
+    def __init__(self, lm, tokenizer, data_cfg, sampling: Sampling, lazy: bool = True, teacher_view: Optional[ViewFn] = None):
         self.module = HiddenStates(lm, lazy)
         self.tokenizer = tokenizer
         self.data_cfg = data_cfg
         self.sampling = sampling
+        self.teacher_view = teacher_view
+        # a fixed rollout source (an offline teacher cache) replaces sampling during training;
+        # evaluation passes its own `sampling` and always generates
+        self.replay: Optional[Callable[[Sequence[Dict[str, Any]]], Rollout]] = None
 
     @property
     def lm(self):
         return self.module.lm
 
     def rollout(self, batch: Sequence[Dict[str, Any]], sampling: Sampling | None = None) -> Rollout:
-        return generate_rollout(self.lm, self.tokenizer, batch, self.data_cfg, sampling or self.sampling)
+        if self.replay is not None and sampling is None:
+            return self.replay(batch)
+        r = generate_rollout(self.lm, self.tokenizer, batch, self.data_cfg, sampling or self.sampling)
+        if self.teacher_view is not None:
+            r.teacher_view = privileged_view(self.tokenizer, r.meta["records"], r, self.data_cfg, self.teacher_view)
+        return r
 
     def distribution(self, rollout: Rollout) -> Categorical:
         view = rollout.student_view

@@ -1,0 +1,178 @@
+"""Lightning OPD for text: write a teacher's top-k log-probs on fixed rollouts, train from them.
+
+`write_teacher_cache(cfg)` (`uopd cache-teacher CONFIG`) samples `rollout.num_samples`
+completions for the first `teacher.cache.prompts` training prompts (from the teacher by default,
+Lightning's teacher consistency, or from the student), lays every rollout out on one grid
+(`[prompt left-padded to P | completion right-padded to M]`), scores it with the teacher and keeps
+the top-k log-probs per position. `teacher.kind: cache` then trains on those rollouts with no
+teacher model loaded, after checking the manifest's fingerprints against the config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Sequence
+
+import torch
+from torch import Tensor
+
+from unified_opd.cache import CACHE_WRITERS, check_fingerprints, digest_files, digest_json, load_shards, read_manifest, write_cache
+from unified_opd.data import read_jsonl
+from unified_opd.distributions import Categorical
+from unified_opd.errors import ConfigError
+from unified_opd.interfaces import Teacher
+from unified_opd.rollout import Rollout
+from unified_opd.zoo import resolve
+
+from .generation import Sampling, encode_prompts, format_prompts, generate_rollout
+from .models import check_same_vocabulary, load_causal_lm
+from .policy import TextTeacher
+from .teachers import TEACHERS, BuiltTeacher, TeacherContext
+
+FIELD = "teacher.cache.dir"
+
+
+def _model_files(path: str) -> List[Path]:
+    files = [p for p in Path(path).iterdir() if p.suffix == ".safetensors" or p.name == "config.json"]
+    if not files:
+        raise ConfigError(f"{path}: no safetensors weights to fingerprint")
+    return files
+
+
+def fingerprints(cfg, tokenizer) -> Dict[str, str]:
+    """SHA-256 of the teacher's weights, the tokenizer's vocabulary, and the data plus every
+    option that changes the cached rollouts (and the student's weights when it samples them)."""
+    c, r = cfg.teacher.cache, cfg.rollout
+    teacher_dir = resolve(_require(cfg.teacher.path, "teacher.path"), "teacher.path")
+    data = {
+        "file": digest_files([Path(resolve(cfg.data.path, "data.path"))]),
+        "prompts": c.prompts,
+        "rollouts": c.rollouts,
+        "top_k": c.top_k,
+        "sampling": [r.num_samples, r.max_new_tokens, r.temperature, r.top_p, r.top_k, cfg.trainer.seed],
+        "format": [cfg.data.prompt_field, cfg.data.answer_field, cfg.data.chat_template, cfg.data.system_prompt],
+    }
+    if c.rollouts == "student":
+        data["student"] = digest_files(_model_files(resolve(cfg.student.path, "student.path")))
+    return {
+        "teacher": digest_files(_model_files(teacher_dir)),
+        "tokenizer": digest_json(tokenizer.get_vocab()),
+        "data": digest_json(data),
+    }
+
+
+def _require(value, field: str):
+    if not value:
+        raise ConfigError(f"{field}: required to write or read a teacher cache")
+    return value
+
+
+def relayout(seq: Tensor, attn: Tensor, loss_mask: Tensor, prompt_len: int, P: int, M: int, pad_id: int):
+    """Move one generated batch onto the cache grid: left-pad the prompt part to P tokens and
+    right-pad the completion part to M tokens (padding has attention 0 and loss_mask 0)."""
+    b, n = seq.shape
+    left, right = P - prompt_len, M - (n - prompt_len)
+    z = lambda k, like: torch.zeros(b, k, dtype=like.dtype, device=like.device)  # noqa: E731
+    seq = torch.cat([torch.full((b, left), pad_id, dtype=seq.dtype, device=seq.device), seq, torch.full((b, right), pad_id, dtype=seq.dtype, device=seq.device)], 1)
+    attn = torch.cat([z(left, attn), attn, z(right, attn)], 1)
+    loss_mask = torch.cat([z(left, loss_mask), loss_mask, z(right, loss_mask)], 1)
+    return seq, attn, loss_mask
+
+
+@torch.no_grad()
+def write_teacher_cache(cfg) -> Path:
+    c = cfg.teacher.cache
+    if c.rollouts not in ("teacher", "student"):
+        raise ConfigError(f"teacher.cache.rollouts: expected teacher or student, got {c.rollouts!r}")
+    directory = _require(c.dir, FIELD)
+    if c.top_k < 1 or c.prompts < 1 or c.batch_size < 1:
+        raise ConfigError("teacher.cache: top_k, prompts and batch_size must be positive")
+    torch.manual_seed(cfg.trainer.seed)
+    s_lm, tok = load_causal_lm(cfg.student.path, cfg.student.dtype, cfg.student.trust_remote_code, "student")
+    t_lm, t_tok = load_causal_lm(_require(cfg.teacher.path, "teacher.path"), cfg.teacher.dtype, cfg.teacher.trust_remote_code, "teacher")
+    check_same_vocabulary(tok, t_tok, s_lm, t_lm)
+    teacher = TextTeacher(t_lm, lazy=False)
+    gen_lm = t_lm if c.rollouts == "teacher" else s_lm
+    records = read_jsonl(resolve(cfg.data.path, "data.path"), (cfg.data.prompt_field,))[: c.prompts]
+    r = cfg.rollout
+    sampling = Sampling(num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
+    P = encode_prompts(tok, format_prompts(tok, records, cfg.data), 0)["input_ids"].shape[1]
+    M = r.max_new_tokens
+
+    def shards() -> Iterator[Dict[str, Tensor]]:
+        for start in range(0, len(records), c.batch_size):
+            batch = records[start : start + c.batch_size]
+            roll = generate_rollout(gen_lm, tok, batch, cfg.data, sampling)
+            v = roll.student_view
+            seq, attn, loss_mask = relayout(v["input_ids"], v["attention_mask"], roll.loss_mask, v["prompt_len"], P, M, tok.pad_token_id)
+            grid = Rollout(seq[:, 1:], loss_mask, torch.zeros_like(loss_mask), {"input_ids": seq, "attention_mask": attn, "prompt_len": P})
+            top = teacher.distribution(grid).log_probs().topk(min(c.top_k, t_lm.get_output_embeddings().weight.shape[0]), -1)
+            n = seq.shape[0]
+            outcome = roll.outcome.float() if roll.outcome is not None else torch.full((n,), float("nan"))
+            yield {
+                "input_ids": seq,
+                "attention_mask": attn,
+                "loss_mask": loss_mask,
+                "topk_logprobs": top.values.float(),
+                "topk_indices": top.indices.int(),
+                "outcome": outcome,
+                "record_index": (start + roll.group_ids).int(),
+            }
+
+    manifest = {"prompt_len": P, "length": P + M, "vocab_size": int(t_lm.get_output_embeddings().weight.shape[0]), "rows": len(records) * r.num_samples,
+                "top_k": c.top_k, "rollouts": c.rollouts, "fingerprints": fingerprints(cfg, tok)}
+    return write_cache(directory, shards(), manifest)
+
+
+CACHE_WRITERS.register("text", write_teacher_cache)
+
+
+class CachedRollouts:
+    """The fixed rollouts of a cache, dealt out by row (records carry `_cache_row`)."""
+
+    def __init__(self, tensors: Dict[str, Tensor], prompt_len: int, device: torch.device):
+        self.t = {k: v.to(device) for k, v in tensors.items()}
+        self.prompt_len = prompt_len
+
+    def __call__(self, batch: Sequence[Dict[str, Any]]) -> Rollout:
+        rows = torch.tensor([r["_cache_row"] for r in batch], device=self.t["input_ids"].device)
+        seq = self.t["input_ids"][rows].long()
+        loss_mask = self.t["loss_mask"][rows].long()
+        outcome = self.t["outcome"][rows]
+        tasks = [str(r["task"]) for r in batch] if all("task" in r for r in batch) else None
+        return Rollout(
+            actions=seq[:, 1:],
+            loss_mask=loss_mask,
+            step_ids=torch.zeros_like(loss_mask),
+            student_view={"input_ids": seq, "attention_mask": self.t["attention_mask"][rows].long(), "prompt_len": self.prompt_len},
+            outcome=None if bool(outcome.isnan().any()) else outcome,
+            task=tasks,
+            group_ids=self.t["record_index"][rows].long(),
+            meta={"records": list(batch), "cache_rows": rows},
+        )
+
+
+class CacheTeacher(Teacher):
+    """The cached top-k log-probs of the rollout's rows, as a sparse `Categorical.from_topk`."""
+
+    def __init__(self, tensors: Dict[str, Tensor], vocab_size: int, device: torch.device):
+        self.logprobs = tensors["topk_logprobs"].to(device)
+        self.indices = tensors["topk_indices"].to(device).long()
+        self.vocab_size = vocab_size
+
+    def distribution(self, rollout: Rollout) -> Categorical:
+        rows = rollout.meta["cache_rows"]
+        return Categorical.from_topk(self.logprobs[rows], self.indices[rows], self.vocab_size)
+
+
+@TEACHERS.register("cache")
+def _cache(ctx: TeacherContext) -> BuiltTeacher:
+    cfg = ctx.cfg
+    directory = _require(cfg.teacher.cache.dir, FIELD)
+    manifest = read_manifest(directory, FIELD)
+    check_fingerprints(manifest, fingerprints(cfg, ctx.policy.tokenizer), FIELD)
+    tensors = load_shards(directory, manifest)
+    records = read_jsonl(resolve(cfg.data.path, "data.path"), (cfg.data.prompt_field,))
+    rows = [{**records[int(i)], "_cache_row": row} for row, i in enumerate(tensors["record_index"].tolist())]
+    ctx.policy.replay = CachedRollouts(tensors, manifest["prompt_len"], ctx.device)
+    return BuiltTeacher(CacheTeacher(tensors, manifest["vocab_size"], ctx.device), None, None, rows)
