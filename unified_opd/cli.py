@@ -34,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*")
     ev.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    ca = sub.add_parser(
+        "cache-teacher", help="write a teacher's top-k log-probs on fixed rollouts (Lightning OPD): uopd cache-teacher CONFIG"
+    )
+    ca.add_argument("config")
+    ca.add_argument("overrides", nargs="*")
+    ca.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
     zoo = sub.add_parser("zoo", help="the project's own small teachers/students: uopd zoo build NAME")
     zsub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
     zb = zsub.add_parser("build", help="train and cache a zoo entry (e.g. arith)")
@@ -80,6 +87,17 @@ def _eval(args) -> int:
     return 0
 
 
+def _cache_teacher(args) -> int:
+    from .cache import CACHE_WRITERS
+    from .config import load_config
+    from .domain import get_domain, schema_for
+
+    cfg = load_config(args.config, args.overrides, schema_for)
+    get_domain(cfg.domain)  # importing the domain registers its cache writer
+    print(CACHE_WRITERS.get(cfg.domain, "domain")(cfg))
+    return 0
+
+
 def _zoo(args, parser) -> int:
     from . import zoo
 
@@ -107,6 +125,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _train(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "cache-teacher":
+            return _cache_teacher(args)
         return _zoo(args, parser)
     except UserError as e:
         if args.debug:
