@@ -41,7 +41,8 @@ def _model_files(path: str) -> List[Path]:
 
 def fingerprints(cfg, tokenizer) -> Dict[str, str]:
     """SHA-256 of the teacher's weights, the tokenizer's vocabulary, and the data plus every
-    option that changes the cached rollouts (and the student's weights when it samples them)."""
+    option that changes the cached rollouts (and the student's weights when it samples them).
+    The sampling seed is recorded in the manifest but not hashed: runs of any seed share a cache."""
     c, r = cfg.teacher.cache, cfg.rollout
     teacher_dir = resolve(_require(cfg.teacher.path, "teacher.path"), "teacher.path")
     data = {
@@ -49,7 +50,7 @@ def fingerprints(cfg, tokenizer) -> Dict[str, str]:
         "prompts": c.prompts,
         "rollouts": c.rollouts,
         "top_k": c.top_k,
-        "sampling": [r.num_samples, r.max_new_tokens, r.temperature, r.top_p, r.top_k, cfg.trainer.seed],
+        "sampling": [r.num_samples, r.max_new_tokens, r.temperature, r.top_p, r.top_k],
         "format": [cfg.data.prompt_field, cfg.data.answer_field, cfg.data.chat_template, cfg.data.system_prompt],
     }
     if c.rollouts == "student":
@@ -120,7 +121,7 @@ def write_teacher_cache(cfg) -> Path:
             }
 
     manifest = {"prompt_len": P, "length": P + M, "vocab_size": int(t_lm.get_output_embeddings().weight.shape[0]), "rows": len(records) * r.num_samples,
-                "top_k": c.top_k, "rollouts": c.rollouts, "fingerprints": fingerprints(cfg, tok)}
+                "top_k": c.top_k, "rollouts": c.rollouts, "sampling_seed": cfg.trainer.seed, "fingerprints": fingerprints(cfg, tok)}
     return write_cache(directory, shards(), manifest)
 
 
