@@ -114,9 +114,20 @@ def _zoo(args, parser) -> int:
     return 2
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars report the work; per-file weight loading bars would bury them."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    _quiet_libraries()
     if args.command is None:
         parser.print_help()
         return 2
