@@ -1,7 +1,11 @@
 """Built-in task `arith`: generated multi-digit arithmetic, and its zoo entry.
 
-Problems look like `prompt: "347+85="`, `answer: "432"` with a `task` tag (`add`, `sub`, `mul`)
-for per-operator teacher routing. The train and held-out splits are disjoint by construction
+Problems look like `prompt: "47+85="`, `answer: "231"` with a `task` tag (`add`, `sub`, `mul`)
+for per-operator teacher routing. Answers are written least-significant digit first (132 -> "231"):
+each output digit then depends only on the digits already seen plus a carry, which is the format
+under which small transformers learn arithmetic in minutes rather than hours ("Teaching Arithmetic
+to Small Transformers", Lee et al. 2023); a model producing the usual order would need to resolve
+every carry before its first digit. The train and held-out splits are disjoint by construction
 (the held-out problems are removed from the training pool).
 
 `uopd zoo build arith` trains, from scratch on CPU, a Llama-style teacher and a smaller, briefly
@@ -33,9 +37,9 @@ OPS = {"add": "+", "sub": "-", "mul": "*"}
 
 
 # ------------------------------------------------------------------ problems
-def make_problem(rng: random.Random, op: str, max_digits: int = 3) -> Dict[str, str]:
+def make_problem(rng: random.Random, op: str, max_digits: int = 2) -> Dict[str, str]:
     """One problem of operator `op`: + and − on 1..max_digits-digit operands (a ≥ b for −),
-    × of a 1..max_digits-digit number by a 1-digit number."""
+    × of a 1..max_digits-digit number by a 1-digit number; the answer is written reversed."""
     def num(d_max: int) -> int:
         d = rng.randint(1, d_max)
         return rng.randint(0 if d == 1 else 10 ** (d - 1), 10**d - 1)
@@ -50,10 +54,10 @@ def make_problem(rng: random.Random, op: str, max_digits: int = 3) -> Dict[str, 
     else:
         a, b = num(max_digits), rng.randint(2, 9)
         c = a * b
-    return {"prompt": f"{a}{OPS[op]}{b}=", "answer": str(c), "task": op}
+    return {"prompt": f"{a}{OPS[op]}{b}=", "answer": str(c)[::-1], "task": op}
 
 
-def make_splits(n_train: int, n_eval: int, seed: int = 0, max_digits: int = 3) -> tuple:
+def make_splits(n_train: int, n_eval: int, seed: int = 0, max_digits: int = 2) -> tuple:
     """Held-out problems (unique, operators balanced) and training problems drawn from
     everything else (repeats allowed: the 1-digit-multiplier space is small)."""
     rng = random.Random(seed)
@@ -119,9 +123,11 @@ class ModelSpec:
         return LlamaForCausalLM(cfg)
 
 
-TEACHER = ModelSpec(hidden=256, layers=6, heads=8, steps=1300)
-STUDENT = ModelSpec(hidden=128, layers=2, heads=4, steps=150)
-EXPERT = ModelSpec(hidden=128, layers=4, heads=4, steps=500)
+# Measured learning curves (2-digit problems, batch 64): the 5M teacher learns fastest at lr 1e-3
+# (at 3e-3 it plateaus for hundreds of steps); the small models tolerate 3e-3.
+TEACHER = ModelSpec(hidden=256, layers=6, heads=8, steps=1300, lr=1e-3, batch=64)
+STUDENT = ModelSpec(hidden=128, layers=3, heads=4, steps=500, lr=3e-3, batch=64)
+EXPERT = ModelSpec(hidden=128, layers=3, heads=4, steps=1000, lr=3e-3, batch=64)
 
 
 def encode_supervised(tok: PreTrainedTokenizerFast, records: Sequence[Dict[str, str]]) -> tuple:
@@ -190,11 +196,10 @@ def build_arith(dest: Path) -> None:
     torch.manual_seed(0)
     t0 = time.time()
     tok = build_tokenizer()
-    train, held = make_splits(n_train=60000, n_eval=1000, seed=0)
+    train, held = make_splits(n_train=60000, n_eval=600, seed=0)
     write_jsonl(dest / "train.jsonl", train)
     write_jsonl(dest / "eval.jsonl", held)
     card = {"task": "arith", "train_problems": len(train), "eval_problems": len(held)}
-    probe = held[:300]
     jobs = [("teacher", TEACHER, train, 1), ("student", STUDENT, train, 2)]
     card.update(_train_jobs(dest, tok, jobs, held[:300]))
     card["build_seconds"] = round(time.time() - t0, 1)

@@ -31,7 +31,7 @@ def same(record: Dict[str, Any], prompt: str, data_cfg) -> str:
 
 @TEACHER_VIEWS.register("answer_hint")
 def answer_hint(record: Dict[str, Any], prompt: str, data_cfg) -> str:
-    """The reference answer, a space, then the prompt: `"432 347+85="` (arith's tokenizer has
+    """The reference answer, a space, then the prompt: `"231 47+85="` (arith's tokenizer has
     digits, operators, `=` and space only, so the hint uses no other character)."""
     answer = record.get(data_cfg.answer_field)
     if answer is None:
