@@ -1,16 +1,30 @@
 """The bad-input catalogue: each case is one clear line naming the field on stderr, exit code 2,
-no traceback, and no file in the output directory changed."""
+no traceback, and no file in the output directory changed.
+
+Every case's output directory is a copy of a finished run (checkpoints, final model, metrics),
+so "nothing changed" also covers the resume that `trainer.resume=auto` would start there.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, List
 
+import gymnasium
 import pytest
 
 from conftest import save_tiny_lm, text_overrides
+from test_diffusion_e2e import models  # noqa: F401  (fixture: tiny diffusers student and experts)
+from test_diffusion_e2e import overrides as diffusion_overrides
 from unified_opd.cli import main
+
+TEXT_CONFIG = "configs/text/opd_arith.yaml"
+BROKEN_ENV = "uopd-test/Broken-v0"
 
 
 def _snapshot(root: Path) -> dict:
@@ -21,115 +35,196 @@ def _snapshot(root: Path) -> dict:
 def finished_run(tiny_text, tmp_path_factory):
     """An output directory holding a finished run (checkpoints + final), to check nothing is clobbered."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    assert main(["train", "configs/text/opd_arith.yaml", *text_overrides(tiny_text, out, **{"trainer.max_steps": 2})]) == 0
+    assert main(["train", TEXT_CONFIG, *text_overrides(tiny_text, out, **{"trainer.max_steps": 2})]) == 0
     return out
 
 
-def _files(tmp_path: Path, tiny_text: Path) -> dict:
-    """Bad files, made on demand by name."""
-    def write(name, text):
-        p = tmp_path / name
+@dataclass
+class Case:
+    """What a case's argv builder may use: the tiny text models, its output directory, a scratch dir."""
+
+    root: Path
+    out: Path
+    tmp: Path
+    request: Any
+
+    def write(self, name: str, text: str) -> Path:
+        p = self.tmp / name
         p.write_text(text)
         return p
 
-    return {
-        "empty": lambda: write("empty.jsonl", ""),
-        "bad_json": lambda: write("bad.jsonl", '{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2+2=", \n'),
-        "no_prompt": lambda: write("noprompt.jsonl", '{"prompt": "1+1="}\n{"question": "2+2="}\n'),
-        "not_object": lambda: write("list.jsonl", "[1, 2]\n"),
-        "bad_yaml": lambda: write("bad.yaml", "trainer: [unclosed\n"),
-        "list_yaml": lambda: write("list.yaml", "- a\n- b\n"),
-        "long_prompt": lambda: write("long.jsonl", json.dumps({"prompt": "1+" * 80 + "1=", "answer": "81"}) + "\n"),
-        "odd_vocab": lambda: save_tiny_lm(tmp_path / "odd", vocab_extra=5),
-        "not_a_model": lambda: (tmp_path / "empty_model").mkdir() or tmp_path / "empty_model",
-    }
+    def file(self, name: str) -> Path:
+        return FILES[name](self)
+
+    def config(self, domain: str) -> str:
+        return str(self.write(f"{domain}.yaml", f"domain: {domain}\n"))
+
+
+EXECUTED = "EXECUTED"  # a file that only code smuggled in with a model could create
+
+
+class _Touch:
+    """Unpickling this creates the EXECUTED file: what any pickled payload could do instead."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def pickled_model(c: Case) -> Path:
+    d = save_tiny_lm(c.tmp / "pickled")
+    (d / "model.safetensors").unlink()
+    with open(d / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"weights": _Touch(c.tmp / EXECUTED)}, f)
+    return d
+
+
+def remote_code_model(c: Case) -> Path:
+    d = save_tiny_lm(c.tmp / "remote")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model_type"] = "uopd_remote"
+    cfg["auto_map"] = {"AutoConfig": "modeling_remote.RemoteConfig", "AutoModelForCausalLM": "modeling_remote.RemoteModel"}
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "modeling_remote.py").write_text(f"open({str(c.tmp / EXECUTED)!r}, 'w').close()\n")
+    return d
+
+
+FILES = {
+    "empty": lambda c: c.write("empty.jsonl", ""),
+    "bad_json": lambda c: c.write("bad.jsonl", '{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2+2=", \n'),
+    "no_prompt": lambda c: c.write("noprompt.jsonl", '{"prompt": "1+1="}\n{"question": "2+2="}\n'),
+    "not_object": lambda c: c.write("list.jsonl", "[1, 2]\n"),
+    "bad_yaml": lambda c: c.write("bad.yaml", "trainer: [unclosed\n"),
+    "list_yaml": lambda c: c.write("list.yaml", "- a\n- b\n"),
+    # the long prompt is the last of many, so only a check of every record finds it up front
+    "long_prompt": lambda c: c.write(
+        "long.jsonl", '{"prompt": "1+1=", "answer": "2"}\n' * 50 + json.dumps({"prompt": "1+" * 80 + "1=", "answer": "81"}) + "\n"
+    ),
+    "odd_vocab": lambda c: save_tiny_lm(c.tmp / "odd", vocab_extra=5),
+    "narrow_student": lambda c: save_tiny_lm(c.tmp / "narrow", hidden=16),
+    "not_a_model": lambda c: (c.tmp / "empty_model").mkdir() or c.tmp / "empty_model",
+    "pickled_model": pickled_model,
+    "remote_code_model": remote_code_model,
+}
+
+
+def text(*raw: str, **extra) -> Callable[[Case], List[str]]:
+    """`uopd train` on the text config; "@name" values are FILES, `raw` overrides are appended as given."""
+
+    def argv(c: Case) -> List[str]:
+        values = {k: c.file(v[1:]) if isinstance(v, str) and v.startswith("@") else v for k, v in extra.items()}
+        return ["train", TEXT_CONFIG, *text_overrides(c.root, c.out, **values), *raw]
+
+    return argv
+
+
+def config_file(name: str) -> Callable[[Case], List[str]]:
+    return lambda c: ["train", str(c.file(name)) if name in FILES else name, *text_overrides(c.root, c.out)]
+
+
+def missing_student(c: Case) -> List[str]:
+    # left out entirely, from a config that lacks it too
+    config = c.write("no_student.yaml", "domain: text\nteacher:\n  path: x\ndata:\n  path: y\n")
+    return ["train", str(config), *[o for o in text_overrides(c.root, c.out) if not o.startswith("student.path=")]]
+
+
+def killed_run_without_resume(c: Case) -> List[str]:
+    shutil.rmtree(c.out / "final")  # checkpoints only: a run that was stopped or killed
+    return text(**{"trainer.resume": "never"})(c)
+
+
+def corrupt_image(c: Case) -> List[str]:
+    (c.tmp / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not a PNG after all")
+    data = c.write("images.jsonl", json.dumps({"image": "bad.png", "prompt": "What colour is the square?", "answer": "red"}) + "\n")
+    return ["train", c.config("vision"), f"student.path={c.root / 'student'}", f"data.path={data}", f"trainer.output_dir={c.out}"]
+
+
+def diffusion_shape_mismatch(c: Case) -> List[str]:
+    m = c.request.getfixturevalue("models")
+    big = f"teacher.experts=[{{path: {m / 'big'}, classes: [0, 1, 2, 3]}}]"
+    # cpu_threads=0: keep this process's torch thread count
+    return ["train", c.config("diffusion"), *diffusion_overrides(m, c.out, big, "cpu_threads=0")]
+
+
+class _BrokenEnv(gymnasium.Env):
+    def __init__(self):
+        raise RuntimeError("cannot find the game files")
+
+
+def env_that_raises(c: Case) -> List[str]:
+    if BROKEN_ENV not in gymnasium.registry:
+        gymnasium.register(BROKEN_ENV, entry_point=_BrokenEnv)
+    paths = [f"student.path={c.root / 'student'}", f"teacher.path={c.root / 'teacher'}"]
+    return ["train", c.config("agent"), *paths, f"env.id={BROKEN_ENV}", f"trainer.output_dir={c.out}"]
 
 
 CASES = [
-    # (id, overrides or argv builder, expected text in the error line)
-    ("unknown key", {"trainer.max_stepz": 3}, "trainer.max_stepz: unknown config key"),
-    ("unknown section", {"optimizer.lr": 3}, "optimizer: unknown config key"),
-    ("wrong type int", {"trainer.max_steps": "many"}, "trainer.max_steps: expected int"),
-    ("wrong type float", {"trainer.lr": "fast"}, "trainer.lr: expected float"),
-    ("wrong type bool", {"trainer.cpu": "maybe"}, "trainer.cpu"),
-    ("missing required key", {"student.path": None}, "student.path: required value is missing"),
-    ("unknown divergence", {"divergence.name": "reverse_k"}, "did you mean 'reverse_kl'"),
-    ("unknown weight", {"objective.weights": "[unifrom]"}, "did you mean 'uniform'"),
-    ("unknown verifier", {"data.verifier": "exact"}, "data.verifier"),
-    ("unknown estimator", {"objective.estimator": "mc"}, "objective.estimator"),
-    ("sampled estimator with jsd", {"objective.estimator": "sampled", "divergence.name": "jsd"}, "objective.estimator"),
-    ("jsd beta out of range", {"divergence.name": "jsd", "divergence.beta": 2.0}, "divergence.beta"),
-    ("bad lr schedule", {"trainer.lr_schedule": "exp"}, "trainer.lr_schedule"),
-    ("lambda without reference", {"objective.lam": 1.5, "divergence.name": "forward_kl"}, "reference"),
-    ("zero batch size", {"rollout.batch_size": 0}, "rollout.batch_size"),
-    ("negative temperature", {"rollout.temperature": -1.0}, "rollout.temperature"),
-    ("bad dtype", {"student.dtype": "float8"}, "student.dtype"),
-    ("bad chat template mode", {"data.chat_template": "sometimes"}, "data.chat_template"),
-    ("missing model dir", {"student.path": "/nonexistent/student"}, "student.path: path not found"),
-    ("missing teacher dir", {"teacher.path": "/nonexistent/teacher"}, "teacher.path: path not found"),
-    ("missing data file", {"data.path": "/nonexistent/train.jsonl"}, "data.path: path not found"),
-    ("unknown zoo entry", {"teacher.path": "zoo:arithmetic/teacher"}, "did you mean 'arith'"),
-    ("directory without a model", {"student.path": "@not_a_model"}, "student.path: cannot load"),
-    ("empty data file", {"data.path": "@empty"}, "holds no records"),
-    ("invalid JSONL line", {"data.path": "@bad_json"}, "line 2 is not valid JSON"),
-    ("record without prompt", {"data.path": "@no_prompt"}, "line 2 has no 'prompt' field"),
-    ("record not an object", {"data.path": "@not_object"}, "line 1 must be a JSON object"),
-    ("tokenizer mismatch", {"teacher.path": "@odd_vocab"}, "teacher.path: vocabulary size"),
-    ("prompt longer than context", {"data.path": "@long_prompt"}, "model's context is"),
-    ("resume path not a checkpoint", {"trainer.resume": "/nonexistent/ckpt"}, "trainer.resume"),
+    # configs
+    ("unknown key", text(**{"trainer.max_stepz": 3}), "trainer.max_stepz: unknown config key"),
+    ("unknown section", text(**{"optimizer.lr": 3}), "optimizer: unknown config key"),
+    ("wrong type int", text(**{"trainer.max_steps": "many"}), "trainer.max_steps: expected int"),
+    ("wrong type float", text(**{"trainer.lr": "fast"}), "trainer.lr: expected float"),
+    ("wrong type bool", text(**{"trainer.cpu": "maybe"}), "trainer.cpu"),
+    ("missing required key", missing_student, "student.path: required value is missing"),
+    ("bad override syntax", text("trainer.max_steps"), "expected dotted.key=value"),
+    ("config not valid YAML", config_file("bad_yaml"), "is not valid YAML"),
+    ("config not a mapping", config_file("list_yaml"), "must hold a mapping"),
+    ("config file missing", config_file("configs/text/nope.yaml"), "config: file not found"),
+    ("unknown divergence", text(**{"divergence.name": "reverse_k"}), "did you mean 'reverse_kl'"),
+    ("unknown weight", text(**{"objective.weights": "[unifrom]"}), "did you mean 'uniform'"),
+    ("unknown verifier", text(**{"data.verifier": "exact"}), "data.verifier"),
+    ("unknown estimator", text(**{"objective.estimator": "mc"}), "objective.estimator"),
+    ("sampled estimator with jsd", text(**{"objective.estimator": "sampled", "divergence.name": "jsd"}), "objective.estimator"),
+    ("jsd beta out of range", text(**{"divergence.name": "jsd", "divergence.beta": 2.0}), "divergence.beta"),
+    ("bad lr schedule", text(**{"trainer.lr_schedule": "exp"}), "trainer.lr_schedule"),
+    ("lambda without reference", text(**{"objective.lam": 1.5, "divergence.name": "forward_kl"}), "objective.lam: λ != 1 needs a reference"),
+    ("zero batch size", text(**{"rollout.batch_size": 0}), "rollout.batch_size"),
+    ("negative temperature", text(**{"rollout.temperature": -1.0}), "rollout.temperature"),
+    ("bad chat template mode", text(**{"data.chat_template": "sometimes"}), "data.chat_template"),
+    # paths
+    ("missing model dir", text(**{"student.path": "/nonexistent/student"}), "student.path: path not found"),
+    ("missing teacher dir", text(**{"teacher.path": "/nonexistent/teacher"}), "teacher.path: path not found"),
+    ("missing data file", text(**{"data.path": "/nonexistent/train.jsonl"}), "data.path: path not found"),
+    ("unknown zoo entry", text(**{"teacher.path": "zoo:arithmetic/teacher"}), "did you mean 'arith'"),
+    ("directory without a model", text(**{"student.path": "@not_a_model"}), "student.path: cannot load"),
+    ("resume path not a checkpoint", text(**{"trainer.resume": "/nonexistent/ckpt"}), "trainer.resume"),
+    ("finished run without resume", text(**{"trainer.resume": "never"}), "trainer.output_dir: "),
+    ("killed run without resume", killed_run_without_resume, "already holds a run"),
+    ("another model's checkpoints", text(**{"student.path": "@narrow_student"}), "trainer.output_dir: checkpoint"),
+    # data
+    ("empty data file", text(**{"data.path": "@empty"}), "holds no records"),
+    ("invalid JSONL line", text(**{"data.path": "@bad_json"}), "line 2 is not valid JSON"),
+    ("record without prompt", text(**{"data.path": "@no_prompt"}), "line 2 has no 'prompt' field"),
+    ("record not an object", text(**{"data.path": "@not_object"}), "line 1 must be a JSON object"),
+    # models
+    ("tokenizer mismatch", text(**{"teacher.path": "@odd_vocab"}), "teacher.path: vocabulary size"),
+    ("prompt longer than context", text(**{"data.path": "@long_prompt"}), "data.path: record 50's prompt is"),
+    ("unknown dtype", text(**{"student.dtype": "float8"}), "student.dtype"),
+    ("non-floating dtype", text(**{"student.dtype": "int8"}), "student.dtype: expected one of"),
+    ("pickled weights only", text(**{"student.path": "@pickled_model"}), "student.path: cannot load"),
+    ("remote code not trusted", text(**{"teacher.path": "@remote_code_model"}), "teacher.path: cannot load"),
+    # domain inputs
+    ("corrupt image (vision)", corrupt_image, "field 'image': cannot read image"),
+    ("latent shape mismatch (diffusion)", diffusion_shape_mismatch, "teacher.experts[0].path: the teacher's latents are"),
+    ("env that raises (agent)", env_that_raises, f"env.id: {BROKEN_ENV} cannot be created: RuntimeError"),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, tiny_text, tmp_path, finished_run, capsys):
-    _, extra, needle = case
-    files = _files(tmp_path, tiny_text)
-    extra = {k: (files[v[1:]]() if isinstance(v, str) and v.startswith("@") else v) for k, v in extra.items()}
+def test_bad_input(case, tiny_text, tmp_path, finished_run, request, capsys):
+    _, build_argv, needle = case
     out = tmp_path / "out"
-    config = "configs/text/opd_arith.yaml"
-    overrides = text_overrides(tiny_text, out, **extra)
-    if None in extra.values():  # leave the key out entirely, from a config that lacks it too
-        dropped = {k for k, v in extra.items() if v is None}
-        overrides = [o for o in overrides if o.split("=", 1)[0] not in dropped]
-        config = str(_config_without_student(tmp_path))
-    argv = ["train", config, *overrides]
-    before = _snapshot(finished_run)
+    shutil.copytree(finished_run, out)
+    argv = build_argv(Case(tiny_text, out, tmp_path, request))
+    before = _snapshot(out)
     code = main(argv)
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if x.strip()]
     assert code == 2, err
     assert "Traceback" not in err
-    assert lines and needle in lines[-1], err
-    assert lines[-1].startswith("uopd: error: ")
-    assert _snapshot(finished_run) == before
-
-
-def _config_without_student(tmp_path: Path) -> Path:
-    p = tmp_path / "no_student.yaml"
-    p.write_text("domain: text\nteacher:\n  path: x\ndata:\n  path: y\n")
-    return p
-
-
-@pytest.mark.parametrize(
-    "argv, needle",
-    [
-        (["train", "configs/text/opd_arith.yaml", "trainer.max_steps"], "expected dotted.key=value"),
-        (["train", "@bad_yaml"], "is not valid YAML"),
-        (["train", "@list_yaml"], "must hold a mapping"),
-        (["train", "configs/text/nope.yaml"], "config: file not found"),
-    ],
-)
-def test_bad_config_files(argv, needle, tmp_path, tiny_text, capsys):
-    files = _files(tmp_path, tiny_text)
-    argv = [str(files[a[1:]]()) if a.startswith("@") else a for a in argv]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and needle in err[0], err
-
-
-def test_output_dir_of_a_finished_run_is_refused(tiny_text, finished_run, capsys):
-    before = _snapshot(finished_run)
-    argv = ["train", "configs/text/opd_arith.yaml", *text_overrides(tiny_text, finished_run, **{"trainer.resume": "never"})]
-    assert main(argv) == 2
-    assert "already holds a run" in capsys.readouterr().err
-    assert _snapshot(finished_run) == before
+    assert lines and lines[-1].startswith("uopd: error: ") and needle in lines[-1], err
+    assert [x for x in lines if x.startswith("uopd: error: ")] == lines[-1:], err
+    assert _snapshot(out) == before
+    assert not (tmp_path / EXECUTED).exists()

@@ -84,6 +84,10 @@ class Objective:
                 f"{self.divergence.name!r}; use estimator 'analytic' or 'auto'"
             )
 
+    def needs_reference(self) -> bool:
+        """λ != 1 pools the teacher with a reference model; tv_adaptive measures λ against one."""
+        return self.lam != 1.0 or self.lam_rule != "constant"
+
     def uses_sampled(self, student: Distribution) -> bool:
         if self.estimator == "analytic" or not isinstance(student, Categorical):
             return False

@@ -117,6 +117,10 @@ class Trainer:
         set_seed(t.seed)
         self.domain = get_domain(cfg.domain)
         self.components: Components = self.domain.build(cfg, self.accelerator)
+        if self.objective.needs_reference() and self.components.reference is None:
+            # the objective would only find out at the first step, after the run has started writing
+            what = "objective.lam: λ != 1" if self.objective.lam != 1.0 else "objective.lam_rule: 'tv_adaptive'"
+            raise ConfigError(f"{what} needs a reference model (teacher.reference)")
         self.policy = self.components.policy
         self.teacher = self.components.teacher
         params = [p for p in self.policy.module.parameters() if p.requires_grad]
@@ -162,8 +166,16 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         data = ckpt.load_checkpoint(path)
-        self.accelerator.unwrap_model(self.policy.train_module).load_state_dict(data["model"])
-        self.optimizer.load_state_dict(data["optimizer"])
+        try:
+            self.accelerator.unwrap_model(self.policy.train_module).load_state_dict(data["model"])
+            self.optimizer.load_state_dict(data["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            field = "trainer.output_dir" if str(self.cfg.trainer.resume) == "auto" else "trainer.resume"
+            detail = " ".join(line.strip() for line in str(e).splitlines()[:2])
+            raise UserError(
+                f"{field}: checkpoint {path} was written for another model or optimizer ({detail}); "
+                f"resume it with the configuration that wrote it, or use another trainer.output_dir"
+            ) from e
         state = data["state"]
         self.scheduler.load_state_dict(state["scheduler"])
         self.data.load_state(state["data"])

@@ -69,6 +69,8 @@ def env_factory(env_id: str, kwargs: Dict[str, Any]) -> Callable[[], gymnasium.E
         make().close()
     except (TypeError, ValueError) as e:
         raise ConfigError(f"env.kwargs: {env_id} rejects {dict(kwargs)}: {e}") from e
+    except Exception as e:  # whatever a broken env raises, the user must learn which env it was
+        raise ConfigError(f"env.id: {env_id} cannot be created: {type(e).__name__}: {e}") from e
     return make
 
 

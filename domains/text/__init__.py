@@ -17,7 +17,7 @@ from . import arith  # noqa: F401  (registers the zoo entries)
 from . import cache  # noqa: F401  (registers the cache teacher and the cache writer)
 from .config import TextRunConfig
 from .evaluate import make_evaluator
-from .generation import Sampling
+from .generation import Sampling, check_prompts_fit, max_context
 from .models import check_same_vocabulary, load_causal_lm
 from .policy import TextPolicy, TextTeacher
 from .teachers import TeacherContext, build_teacher
@@ -52,6 +52,9 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
         else records
     )
     lm, tok = load_causal_lm(cfg.student.path, cfg.student.dtype, cfg.student.trust_remote_code, "student")
+    check_prompts_fit(tok, records, cfg.data, max_context(lm), "data.path")
+    if cfg.data.eval_path:
+        check_prompts_fit(tok, eval_records, cfg.data, max_context(lm), "data.eval_path")
     device = accelerator.device
     sampling = Sampling(
         num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k

@@ -75,6 +75,16 @@ def max_context(lm) -> int:
     return int(getattr(lm.config, "max_position_embeddings", 0) or 0)
 
 
+def check_prompts_fit(tok, records: Sequence[Dict[str, Any]], data_cfg, max_context: int, field: str) -> None:
+    """Checked when the run is built: a long prompt deep in the data would otherwise stop the run
+    at its first batch, after it has written into (or resumed) its output directory."""
+    if not max_context:
+        return
+    for i, ids in enumerate(tok(format_prompts(tok, records, data_cfg))["input_ids"]):
+        if len(ids) >= max_context:
+            raise UserError(f"{field}: record {i}'s prompt is {len(ids)} tokens, but the model's context is {max_context}")
+
+
 @torch.no_grad()
 def generate_rollout(
     lm: nn.Module, tok, records: Sequence[Dict[str, Any]], data_cfg, sampling: Sampling
