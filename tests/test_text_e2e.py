@@ -1,5 +1,5 @@
 """Text domain end to end on tiny models: KL falls, resume is exact, outputs load with HF,
-bad models are clear errors."""
+bad models are clear errors, non-finite steps are skipped and then stop the run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import save_tiny_lm, text_overrides
+from unified_opd.checkpoint import list_checkpoints, load_checkpoint
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for
 from unified_opd.errors import UserError
@@ -66,3 +67,24 @@ def test_existing_run_is_not_overwritten(tiny_text, tmp_path):
     with pytest.raises(UserError, match="already holds a run"):
         _train(tiny_text, tmp_path / "run", **{"trainer.max_steps": 2, "trainer.resume": "never"})
     assert (tmp_path / "run" / "final" / "model.safetensors").read_bytes() == before
+
+
+def test_nonfinite_steps_are_skipped_then_stop_the_run(tiny_text, tmp_path):
+    out = tmp_path / "run"
+    extra = {"trainer.max_steps": 4, "trainer.save_every": 1, "trainer.max_nonfinite": 2}
+    trainer = Trainer(load_config(None, text_overrides(tiny_text, out, **extra), schema_for))
+    real, finite = trainer.objective, iter([True, False, True, False, False])
+
+    def objective(*args, **kwargs):
+        loss, metrics = real(*args, **kwargs)
+        return (loss if next(finite) else loss * float("nan")), metrics
+
+    trainer.objective = objective
+    # one bad step is skipped (step 2 comes from the third batch); two in a row stop the run
+    with pytest.raises(UserError, match="non-finite for 2 consecutive steps at step 2"):
+        trainer.train()
+    saved = list_checkpoints(out / "checkpoints")
+    assert [p.name for p in saved] == ["step_00000001", "step_00000002"]
+    for p in saved:
+        assert all(torch.isfinite(t).all() for t in load_checkpoint(p)["model"].values())
+    assert not (out / "final").exists()

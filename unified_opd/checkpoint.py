@@ -4,8 +4,10 @@ A checkpoint is a directory `step_00000100/` holding `model.safetensors`, `optim
 + `optimizer.json`, `teacher.safetensors` (only for stateful teachers), `rng.safetensors`, and
 `state.json` (scheduler, RNG, data position, trainer counters). It is written into a temporary
 sibling directory, every file fsynced, then renamed into place, and only counts once its
-`COMPLETE` marker exists, so a crash mid-save leaves the previous checkpoint usable.
-Nothing is ever unpickled on load.
+`COMPLETE` marker exists, so a crash mid-save leaves the previous checkpoint usable. Checkpoints
+are deleted (pruned, or replaced by a re-save of the same step) by first renaming them out of the
+`step_*` namespace, so a crash mid-delete never leaves a half-deleted directory that still looks
+complete. Nothing is ever unpickled on load.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from safetensors.torch import load_file, save_file
 
 COMPLETE = "COMPLETE"
 PREFIX = "step_"
+TMP = ".tmp_"  # a checkpoint being written
+TRASH = ".trash_"  # a checkpoint being deleted
 
 
 def _fsync_dir(path: Path) -> None:
@@ -111,10 +115,9 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint `step` atomically under `root`, then prune to the newest `keep`."""
     root.mkdir(parents=True, exist_ok=True)
+    _sweep(root)
     final = root / f"{PREFIX}{step:08d}"
-    tmp = root / f".tmp_{PREFIX}{step:08d}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = root / f"{TMP}{PREFIX}{step:08d}_{os.getpid()}"
     tmp.mkdir()
     _save_tensors(tmp / "model.safetensors", model_state)
     opt_tensors, opt_meta = flatten_optimizer(optimizer_state)
@@ -127,13 +130,29 @@ def save_checkpoint(
     _write_json(tmp / "state.json", {**state, "rng": rng_meta, "step": step})
     _write_json(tmp / COMPLETE, {"step": step})
     _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
+    if final.exists():  # the end of a run re-saves its last step
+        _discard(final)
     os.replace(tmp, final)
     _fsync_dir(root)
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     return final
+
+
+def _discard(path: Path) -> None:
+    """Delete a checkpoint; the rename makes it stop counting at once, whatever rmtree gets to."""
+    trash = path.parent / f"{TRASH}{path.name}_{os.getpid()}"
+    os.replace(path, trash)
+    _fsync_dir(path.parent)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _sweep(root: Path) -> None:
+    """Remove what a killed save or delete left behind (possibly a whole model's worth of disk);
+    only this process writes under `root`, so none of it is in use."""
+    for p in root.iterdir():
+        if p.name.startswith((TMP, TRASH)):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def list_checkpoints(root: Path) -> List[Path]:
