@@ -235,3 +235,21 @@ def test_errors_name_the_problem():
         uo.divergence("jsd")(uo.Gaussian(torch.zeros(2, 2), 1.0), uo.Gaussian(torch.zeros(2, 2), 1.0))
     with pytest.raises(ValueError, match="vocab"):
         uo.divergence("tv")(uo.Categorical.from_logits(torch.zeros(2, 3)), uo.Categorical.from_logits(torch.zeros(2, 4)))
+
+
+@pytest.mark.parametrize("trained", ["hidden", "head", "both"])
+def test_lazy_gradients_reach_whichever_side_is_trained(trained, monkeypatch):
+    # the head's gradient is added into one buffer across chunks; the hidden states' per chunk
+    monkeypatch.setattr(dist_mod, "CHUNK_ELEMENTS", 3 * 17)
+    torch.manual_seed(2)
+    h = torch.randn(4, 5, 8, requires_grad=trained != "head")
+    w = torch.randn(17, 8, requires_grad=trained != "hidden")
+    b = torch.randn(17, requires_grad=trained != "hidden")
+    t = uo.Categorical.from_hidden(torch.randn(4, 5, 8), torch.randn(17, 8))
+    leaves = [x for x in (h, w, b) if x.requires_grad]
+    for temperature in (1.0, 2.0):
+        d = uo.divergence("jsd", temperature=temperature)
+        v_lazy = d(uo.Categorical.from_hidden(h, w, b), t)
+        v_dense = d(uo.Categorical.from_logits(h @ w.t() + b), uo.Categorical.from_logits(t.log_probs()))
+        for a, c in zip(torch.autograd.grad(v_lazy.sum(), leaves), torch.autograd.grad(v_dense.sum(), leaves)):
+            torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-6)

@@ -23,37 +23,114 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 # A log-probability below this is zero probability in float32; flooring there keeps
 # `p * (log p - log q)` finite (and its gradient free of 0 * inf) when a tail bucket is empty.
 LOG_FLOOR = -1.0e4
 # Rows per chunk are chosen so one chunk of float32 logits is about this many elements (~32 MiB).
+# Not less: glibc serves smaller blocks from its heap, which keeps freed chunks resident (16 MiB
+# chunks raised the peak RSS of benchmarks/divergence.py by 60% over 32 MiB ones).
 CHUNK_ELEMENTS = 1 << 23
 
 Weight = Union[float, Tensor]
 
 
-def rowwise(fn: Callable[..., Tensor], rows: Sequence[Tensor], shared: Sequence[Tensor], chunk_rows: int) -> Tensor:
+def rowwise(
+    fn: Callable[..., Tensor],
+    rows: Sequence[Tensor],
+    shared: Sequence[Tensor],
+    chunk_rows: int,
+    projected: Sequence[bool] = (),
+) -> Tensor:
     """Apply `fn(*row_chunk, *shared)` to chunks of rows and concatenate the results.
 
     `rows` all have the same leading dimension N; `shared` tensors (e.g. the lm_head weight) are
-    passed whole to every chunk. When gradients are needed and there is more than one chunk, each
-    chunk runs under activation checkpointing, so its `[chunk, V]` intermediates are freed right
-    away and recomputed one chunk at a time in the backward pass.
+    passed whole to every chunk. When gradients are needed and there is more than one chunk, no
+    chunk's `[chunk, V]` intermediates are kept: the backward pass recomputes one chunk at a time.
+    `projected[j]` says that shared tensor j reaches `fn`'s output only through a `Projection`;
+    its gradient is then added chunk by chunk into one buffer, instead of each chunk allocating
+    a `[V, H]` gradient of its own (twice the head's size at the peak, and a page-faulted
+    allocation per chunk).
     """
     n = rows[0].shape[0]
     if n <= chunk_rows:
         return fn(*rows, *shared)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (*rows, *shared))
-    outs = []
-    for start in range(0, n, chunk_rows):
-        chunk = [r[start : start + chunk_rows] for r in rows]
-        if needs_grad:
-            outs.append(checkpoint(fn, *chunk, *shared, use_reentrant=False))
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (*rows, *shared)):
+        flags = tuple(projected) or (False,) * len(shared)
+        return _Chunked.apply(fn, chunk_rows, len(rows), flags, *rows, *shared)
+    return torch.cat([fn(*(r[i : i + chunk_rows] for r in rows), *shared) for i in range(0, n, chunk_rows)])
+
+
+class _Chunked(torch.autograd.Function):
+    """`rowwise` with gradients: forward without keeping intermediates, backward chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, fn, chunk_rows, n_rows, projected, *tensors):
+        ctx.fn, ctx.chunk_rows, ctx.n_rows, ctx.projected = fn, chunk_rows, n_rows, projected
+        ctx.save_for_backward(*tensors)
+        rows, shared = tensors[:n_rows], tensors[n_rows:]
+        n = rows[0].shape[0]
+        return torch.cat([fn(*(r[i : i + chunk_rows] for r in rows), *shared) for i in range(0, n, chunk_rows)])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        tensors, nr, cr = ctx.saved_tensors, ctx.n_rows, ctx.chunk_rows
+        needs = ctx.needs_input_grad[4:]
+        sink = [needs[i] and i >= nr and ctx.projected[i - nr] for i in range(len(tensors))]
+        grads = [torch.zeros_like(t) if need else None for t, need in zip(tensors, needs)]
+        wanted = [i for i in range(len(tensors)) if needs[i]]
+        for start in range(0, tensors[0].shape[0], cr):
+            inputs = []
+            for i, t in enumerate(tensors):
+                x = (t[start : start + cr] if i < nr else t).detach().requires_grad_(needs[i])
+                if sink[i]:
+                    x._grad_sink = grads[i]  # a Projection adds into it and returns no gradient
+                inputs.append(x)
+            with torch.enable_grad():
+                out = ctx.fn(*inputs)
+            got = torch.autograd.grad(out, [inputs[i] for i in wanted], grad_out[start : start + cr], allow_unused=True)
+            for i, g in zip(wanted, got):
+                if g is not None:
+                    (grads[i][start : start + cr] if i < nr else grads[i]).add_(g)
+        return (None, None, None, None, *grads)
+
+
+class _SinkLinear(torch.autograd.Function):
+    """`h @ w.T (+ b)` for 2-d `h`, adding the weight and bias gradients into `w._grad_sink` /
+    `b._grad_sink` (when set) instead of returning them."""
+
+    @staticmethod
+    def forward(ctx, h, w, b):
+        ctx.save_for_backward(h, w)
+        ctx.sinks = (getattr(w, "_grad_sink", None), None if b is None else getattr(b, "_grad_sink", None))
+        return h @ w.t() if b is None else torch.addmm(b, h, w.t())
+
+    @staticmethod
+    def backward(ctx, dz):
+        h, w = ctx.saved_tensors
+        w_sink, b_sink = ctx.sinks
+        if w_sink is not None:
+            w_sink.addmm_(dz.t(), h)
+        if b_sink is not None:
+            b_sink.add_(dz.sum(0))
+        return (dz @ w if ctx.needs_input_grad[0] else None), None, None
+
+
+class Projection:
+    """The logits of a lazy Categorical: `(h @ w.T + b) / temperature`. A class rather than a
+    closure so that `rowwise` knows the weight and bias enter only through it."""
+
+    def __init__(self, temperature: float = 1.0):
+        self.temperature = float(temperature)
+
+    def __call__(self, h: Tensor, w: Tensor, b: Optional[Tensor] = None) -> Tensor:
+        if hasattr(w, "_grad_sink") or hasattr(b, "_grad_sink"):
+            z = _SinkLinear.apply(h, w, b)
+        elif b is None:
+            z = h @ w.t()
         else:
-            outs.append(fn(*chunk, *shared))
-    return torch.cat(outs)
+            z = torch.addmm(b, h, w.t()) if h.dim() == 2 else h @ w.t() + b
+        return z if self.temperature == 1.0 else z / self.temperature
 
 
 def default_chunk_rows(vocab_size: int) -> int:
@@ -127,25 +204,11 @@ class Categorical(Distribution):
             raise ValueError(
                 f"Categorical.from_hidden: hidden size {hidden.shape[-1]} does not match weight [V, H] = {tuple(weight.shape)}"
             )
-        t = float(temperature)
-        if bias is None:
-            shared: Tuple[Tensor, ...] = (weight,)
-
-            def fn(h, w):
-                z = h @ w.t()
-                return z if t == 1.0 else z / t
-
-        else:
-            shared = (weight, bias)
-
-            def fn(h, w, b):
-                z = torch.addmm(b, h, w.t()) if h.dim() == 2 else h @ w.t() + b
-                return z if t == 1.0 else z / t
-
+        shared = (weight,) if bias is None else (weight, bias)
         return cls(
             rows=(hidden,),
             shared=shared,
-            logits_fn=fn,
+            logits_fn=Projection(temperature),
             batch_shape=hidden.shape[:-1],
             vocab_size=weight.shape[0],
             lazy=True,
@@ -223,11 +286,15 @@ class Categorical(Distribution):
             raise ValueError("temperature != 1 is undefined for a top-k Categorical (the tail is not a set of logits)")
         fn = self._logits_fn
         out = self._map_rows(lambda r: r, self.batch_shape)
-        out._logits_fn = lambda *a: fn(*a) / t
+        out._logits_fn = Projection(fn.temperature * t) if isinstance(fn, Projection) else (lambda *a: fn(*a) / t)
         return out
 
     def chunk_rows(self) -> int:
         return default_chunk_rows(self.vocab_size)
+
+    def projected(self) -> Tuple[bool, ...]:
+        """Per shared tensor: does it enter the logits only through a `Projection` (see `rowwise`)?"""
+        return (isinstance(self._logits_fn, Projection),) * len(self._shared)
 
     # ----------------------------------------------------------------- values
     def log_probs_fn(self) -> Callable[..., Tensor]:
@@ -259,7 +326,7 @@ class Categorical(Distribution):
             return z.gather(-1, acts.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, -1)
 
         flat = (*self._flat_rows(), actions.reshape(-1))
-        return rowwise(gather, flat, self._shared, self.chunk_rows()).reshape(self.batch_shape)
+        return rowwise(gather, flat, self._shared, self.chunk_rows(), self.projected()).reshape(self.batch_shape)
 
     def entropy(self) -> Tensor:
         """Shannon entropy per position (nats, float32). Sparse: over the K+1 buckets."""
@@ -272,7 +339,7 @@ class Categorical(Distribution):
             lp = lp_fn(*a)
             return -(lp.exp() * lp).sum(-1)
 
-        return rowwise(ent, self._flat_rows(), self._shared, self.chunk_rows()).reshape(self.batch_shape)
+        return rowwise(ent, self._flat_rows(), self._shared, self.chunk_rows(), self.projected()).reshape(self.batch_shape)
 
 
 def bucket_log_probs(topk_logprobs: Tensor) -> Tensor:
@@ -325,7 +392,7 @@ def aligned_log_probs(
             return fn(sparse_b, full_b) if flip else fn(full_b, sparse_b)
 
         flat = (*full._flat_rows(), k_lp.reshape(n, -1), k_idx.reshape(n, -1))
-        return rowwise(f, flat, full._shared, full.chunk_rows()).reshape(shape)
+        return rowwise(f, flat, full._shared, full.chunk_rows(), full.projected()).reshape(shape)
 
     s_fn, t_fn = student.log_probs_fn(), teacher.log_probs_fn()
     ns, nss, nt = len(student._rows), len(student._shared), len(teacher._rows)
@@ -336,7 +403,9 @@ def aligned_log_probs(
         return fn(s_fn(*s_rows, *s_shared), t_fn(*t_rows, *t_shared))
 
     flat = (*student._flat_rows(), *teacher._flat_rows())
-    return rowwise(f, flat, (*student._shared, *teacher._shared), student.chunk_rows()).reshape(shape)
+    shared = (*student._shared, *teacher._shared)
+    projected = (*student.projected(), *teacher.projected())
+    return rowwise(f, flat, shared, student.chunk_rows(), projected).reshape(shape)
 
 
 class Gaussian(Distribution):
