@@ -39,13 +39,14 @@ def format_prompts(tok, records: Sequence[Dict[str, Any]], data_cfg) -> List[str
     has_template = getattr(tok, "chat_template", None) is not None
     if mode == "always" and not has_template:
         raise UserError("data.chat_template: 'always' but the student's tokenizer has no chat template")
+    field, system = data_cfg.prompt_field, data_cfg.system_prompt  # one config lookup, not one per record
     prompts = []
     for i, r in enumerate(records):
-        text = r.get(data_cfg.prompt_field)
+        text = r.get(field)
         if not isinstance(text, str):
-            raise UserError(f"data.prompt_field: record {i} has no string field {data_cfg.prompt_field!r}")
+            raise UserError(f"data.prompt_field: record {i} has no string field {field!r}")
         if has_template and mode != "never":
-            msgs = ([{"role": "system", "content": data_cfg.system_prompt}] if data_cfg.system_prompt else []) + [
+            msgs = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": text}
             ]
             text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -113,7 +114,8 @@ def generate_rollout(
     attn = torch.cat([enc["attention_mask"].repeat_interleave(n, 0), gen_mask], 1)
     loss_mask = torch.cat([torch.zeros(seq.shape[0], prompt_len - 1, dtype=torch.long, device=device), gen_mask], 1)
     completions = tok.batch_decode(gen * gen_mask + tok.pad_token_id * (1 - gen_mask), skip_special_tokens=True)
-    answers = [r.get(data_cfg.answer_field) for r in records for _ in range(n)]
+    answer_field = data_cfg.answer_field
+    answers = [r.get(answer_field) for r in records for _ in range(n)]
     scores = verify(data_cfg.verifier, completions, answers)
     outcome = None if any(s is None for s in scores) else torch.tensor(scores, device=device)
     tasks = [str(r["task"]) for r in records for _ in range(n)] if all("task" in r for r in records) else None
