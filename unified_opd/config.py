@@ -72,7 +72,7 @@ class TrainerConfig:
     log_every: int = 1
     eval_every: int = 0  # 0 = evaluate only before and after training
     save_every: int = 100  # checkpoint period in steps (0 = only at the end)
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # newest complete checkpoints kept (0 = all)
     resume: str = "auto"  # auto (latest complete checkpoint if any) | never | path to a checkpoint
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
     cpu: bool = False  # force CPU even when a GPU is present
