@@ -13,10 +13,10 @@ Every case runs in a fresh process forked from a server that has only imported t
 its peak RSS above the RSS it started the case with is the memory figure, and the CPU times of
 its calls (first call included: on CPU nothing is compiled or cached) give the median. Times and memory
 are reported as ratios to dense in the same run. Values and gradients are checked against dense
-at the same V and H (N reduced to `--check-n`; the chunking over the vocabulary is the same).
+at the same V and H (N reduced to `check_n`; the tiling over the vocabulary is the same).
 
-    nice -n 19 python benchmarks/divergence.py            # N=2048, H=1024, V in 32k / 64k / 152k
-    nice -n 19 python benchmarks/divergence.py --quick    # small sizes, seconds (tests/test_bench_divergence.py)
+    OMP_NUM_THREADS=1 python benchmarks/divergence.py            # N=2048, H=1024, V in 32k / 64k / 152k
+    OMP_NUM_THREADS=1 python benchmarks/divergence.py --quick    # small sizes, seconds (tests/test_bench_divergence.py)
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ DIVERGENCES = {  # our name -> (dense formula, our options, TRL's beta)
     "jsd": (lambda ls, lt: generalized_jsd_terms(ls, lt, 0.5), {"beta": 0.5}, 0.5),
 }
 METHODS = ("dense", "ours", "trl")
-# check_n > 8M / 32768 rows, so even at V=32k the check spans two of our chunks
+# check_n: 320 rows are one of our row tiles and 8 to 38 vocabulary tiles (the unit tests cover ragged row tiles)
 FULL = dict(n=2048, h=1024, vocabs=(32768, 65536, 152064), check_n=320)
 QUICK = dict(n=256, h=64, vocabs=(1024, 4096), check_n=64)
 GOALS = "peak memory ≤ 0.25x dense and ≤ 1.0x TRL; time ≤ 1.0x TRL"
@@ -93,8 +93,8 @@ def reset_peak_rss() -> None:
 def run_case(method: str, div: str, n: int, h: int, v: int, repeats: int) -> dict:
     """In a fresh process: peak RSS of the first forward+backward, CPU time of every call.
 
-    CPU time (all threads), not wall time: this benchmark runs at low priority on shared
-    machines, where a process can be preempted or stopped for minutes mid-call."""
+    Process CPU time (user + system, all threads), not wall time: on a machine shared with
+    other jobs a process can wait for a core for a long time mid-call."""
     inputs = make_inputs(n, h, v)
     reset_peak_rss()
     base = rss_bytes()

@@ -1,19 +1,20 @@
 """Smoke run of `benchmarks/divergence.py --quick`: the script works end to end, and our lazy
-path's values and gradients equal dense logits when it takes several chunks."""
+path's values and gradients equal dense logits when it takes several tiles."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from unified_opd import distributions
+from unified_opd import tiled
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_divergence_benchmark_quick(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    # the correctness check runs in this process: small chunks make it span 4 and 16 of them
-    monkeypatch.setattr(distributions, "CHUNK_ELEMENTS", 16 * 1024)
+    # the correctness check runs in this process: small tiles make it span 4 x 4 and 4 x 16 of them
+    monkeypatch.setattr(tiled, "ROW_TILE", 16)
+    monkeypatch.setattr(tiled, "VOCAB_TILE", 256)
     import divergence
 
     # TRL is left out: importing it alone takes longer than this whole run

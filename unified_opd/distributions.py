@@ -5,8 +5,10 @@ user's back:
 
 * dense  -- `from_logits`: logits `[..., V]`;
 * lazy   -- `from_hidden`: hidden states `[..., H]` plus the `lm_head` weight `[V, H]`; the
-  vocabulary projection happens inside `rowwise`, a chunk of positions at a time, so no
-  `N x V` logits tensor is ever held (the backward pass recomputes each chunk);
+  vocabulary projection happens a tile at a time, so no `N x V` logits tensor is ever held:
+  full-vocabulary divergences against a lazy or dense teacher go through `unified_opd.tiled`
+  (position x vocabulary tiles, closed-form gradients); everything else through `rowwise`
+  (a chunk of positions at a time, the backward pass recomputing each chunk);
 * sparse -- `from_topk`: top-k log-probs and their token ids, plus the implied tail mass, as an
   offline cache or a remote teacher returns them.
 
@@ -116,6 +118,17 @@ class _SinkLinear(torch.autograd.Function):
         return (dz @ w if ctx.needs_input_grad[0] else None), None, None
 
 
+class Scaled:
+    """The logits of a dense Categorical: `z / temperature`. A class rather than a lambda so that
+    the tiled divergences (`unified_opd.tiled`) can take vocabulary slices of `z`."""
+
+    def __init__(self, temperature: float = 1.0):
+        self.temperature = float(temperature)
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return z if self.temperature == 1.0 else z / self.temperature
+
+
 class Projection:
     """The logits of a lazy Categorical: `(h @ w.T + b) / temperature`. A class rather than a
     closure so that `rowwise` knows the weight and bias enter only through it."""
@@ -186,11 +199,10 @@ class Categorical(Distribution):
         """Dense: logits `[..., V]`, divided by `temperature`."""
         if logits.dim() < 1:
             raise ValueError("Categorical.from_logits: logits must have a vocabulary dimension [..., V]")
-        t = float(temperature)
         return cls(
             rows=(logits,),
             shared=(),
-            logits_fn=(lambda z: z) if t == 1.0 else (lambda z: z / t),
+            logits_fn=Scaled(temperature),
             batch_shape=logits.shape[:-1],
             vocab_size=logits.shape[-1],
         )
@@ -286,7 +298,10 @@ class Categorical(Distribution):
             raise ValueError("temperature != 1 is undefined for a top-k Categorical (the tail is not a set of logits)")
         fn = self._logits_fn
         out = self._map_rows(lambda r: r, self.batch_shape)
-        out._logits_fn = Projection(fn.temperature * t) if isinstance(fn, Projection) else (lambda *a: fn(*a) / t)
+        if isinstance(fn, (Projection, Scaled)):
+            out._logits_fn = type(fn)(fn.temperature * t)
+        else:
+            out._logits_fn = lambda *a: fn(*a) / t
         return out
 
     def chunk_rows(self) -> int:
@@ -356,6 +371,16 @@ def _student_buckets(student_logp: Tensor, indices: Tensor) -> Tensor:
     return torch.cat([at_k, tail], -1).clamp_min(LOG_FLOOR)
 
 
+def check_aligned(student: Categorical, teacher: Categorical) -> None:
+    """Raise ValueError unless the two Categoricals share batch shape and vocabulary size."""
+    if student.batch_shape != teacher.batch_shape:
+        raise ValueError(
+            f"student batch shape {tuple(student.batch_shape)} != teacher batch shape {tuple(teacher.batch_shape)}"
+        )
+    if student.vocab_size != teacher.vocab_size:
+        raise ValueError(f"student vocab size {student.vocab_size} != teacher vocab size {teacher.vocab_size}")
+
+
 def aligned_log_probs(
     student: Categorical, teacher: Categorical, fn: Callable[[Tensor, Tensor], Tensor]
 ) -> Tensor:
@@ -365,12 +390,7 @@ def aligned_log_probs(
     tail bucket (the other side's mass outside those K tokens). Runs chunk by chunk (see
     `rowwise`), so lazy inputs never materialise `N x V` logits. Returns `[*batch]` float32.
     """
-    if student.batch_shape != teacher.batch_shape:
-        raise ValueError(
-            f"student batch shape {tuple(student.batch_shape)} != teacher batch shape {tuple(teacher.batch_shape)}"
-        )
-    if student.vocab_size != teacher.vocab_size:
-        raise ValueError(f"student vocab size {student.vocab_size} != teacher vocab size {teacher.vocab_size}")
+    check_aligned(student, teacher)
     shape = student.batch_shape
     if student.is_sparse and teacher.is_sparse:
         ls, lt = student.topk, teacher.topk

@@ -3,7 +3,10 @@
 Conventions (see DESIGN.md): `forward_kl` is KL(teacher‖student), `reverse_kl` is
 KL(student‖teacher). Categorical divergences are written once, as functions of two aligned
 log-prob tensors `[n, M]` (the vocabulary, or top-k + tail buckets), and evaluated chunk by
-chunk by `aligned_log_probs`, so dense, lazy and sparse inputs share one formula each.
+chunk by `aligned_log_probs`, so dense, lazy and sparse inputs share one formula each. Each
+also has a closed-form score (its derivative in the student's log-probs): with it, a lazy
+student against a lazy or dense teacher is evaluated on vocabulary tiles with closed-form
+gradients (`unified_opd.tiled`, the fast path; the same formulas, so the same values).
 Gaussian divergences are closed forms summed over event dimensions.
 """
 
@@ -11,12 +14,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor
 
-from .distributions import LOG_FLOOR, Categorical, Distribution, Gaussian, aligned_log_probs
+from .distributions import LOG_FLOOR, Categorical, Distribution, Gaussian, aligned_log_probs, check_aligned
+from .tiled import TiledFormula, tiled_divergence
 from .errors import ConfigError
 from .registry import Registry
 
@@ -71,6 +75,52 @@ def skew_reverse_kl_terms(ls: Tensor, lt: Tensor, alpha: float) -> Tensor:
     return forward_kl_terms(_log_mixture(ls, lt, alpha), ls)
 
 
+# --------------------------------------------------------------------------- scores
+# ψ(v) = ∂φ/∂log p_S(v) of each summand φ above, elementwise `[n, M]`: with the closed-form
+# `tiled.logit_gradient` they give the student's logit gradient tile by tile (`unified_opd.tiled`).
+def reverse_kl_score(ls: Tensor, lt: Tensor) -> Tensor:
+    """∂/∂log p_S of p_S·(log p_S − log p_T): p_S·(log p_S − log p_T + 1)."""
+    return (ls - lt + 1.0).mul_(ls.exp())
+
+
+def forward_kl_score(ls: Tensor, lt: Tensor) -> Tensor:
+    """∂/∂log p_S of p_T·(log p_T − log p_S): −p_T."""
+    return lt.exp().neg_()
+
+
+def generalized_jsd_score(ls: Tensor, lt: Tensor, beta: float) -> Tensor:
+    """∂/∂log p_S of β·p_T·(log p_T − log m) + (1−β)·p_S·(log p_S − log m), m = β·p_T + (1−β)·p_S:
+    (1−β)·p_S·(log p_S − log m) (the terms through ∂log m/∂log p_S = (1−β)·p_S/m cancel).
+    β = 0 and β = 1 are the forward and reverse KL scores."""
+    if beta == 0.0:
+        return forward_kl_score(ls, lt)
+    if beta == 1.0:
+        return reverse_kl_score(ls, lt)
+    return (ls - _log_mixture(lt, ls, beta)).mul_(ls.exp()).mul_(1.0 - beta)
+
+
+def total_variation_score(ls: Tensor, lt: Tensor) -> Tensor:
+    """∂/∂log p_S of ½·|p_S − p_T|: ½·sign(p_S − p_T)·p_S (0 where they are equal, as autograd's)."""
+    ps = ls.exp()
+    return torch.sign(ps - lt.exp()).mul_(ps).mul_(0.5)
+
+
+def skew_kl_score(ls: Tensor, lt: Tensor, alpha: float) -> Tensor:
+    """∂/∂log p_S of p_T·(log p_T − log m), m = α·p_T + (1−α)·p_S: −(1−α)·p_T·p_S/m."""
+    if alpha == 0.0:
+        return forward_kl_score(ls, lt)
+    return (ls + lt - _log_mixture(lt, ls, alpha)).exp_().mul_(alpha - 1.0)
+
+
+def skew_reverse_kl_score(ls: Tensor, lt: Tensor, alpha: float) -> Tensor:
+    """∂/∂log p_S of p_S·(log p_S − log m), m = α·p_S + (1−α)·p_T:
+    p_S·(log p_S − log m + 1 − α·p_S/m)."""
+    if alpha == 0.0:
+        return reverse_kl_score(ls, lt)
+    lm = _log_mixture(ls, lt, alpha)
+    return (ls - lm).add_(1.0).sub_((ls - lm).exp_().mul_(alpha)).mul_(ls.exp())
+
+
 def gaussian_kl(p: Gaussian, q: Gaussian) -> Tensor:
     """KL(p‖q) for diagonal Gaussians, summed over event dims -> [batch] float32:
     Σ [ log(σ_q/σ_p) + (σ_p² + (μ_p − μ_q)²) / (2σ_q²) − ½ ].
@@ -95,9 +145,12 @@ class Divergence:
 
     def __call__(self, student: Distribution, teacher: Distribution) -> Tensor:
         if isinstance(student, Categorical) and isinstance(teacher, Categorical):
+            check_aligned(student, teacher)
             s = student.with_temperature(self.temperature)
             t = teacher.with_temperature(self.temperature)
-            return aligned_log_probs(s, t, self.categorical).float()
+            formula = self.tiled()
+            values = None if formula is None else tiled_divergence(s, t, formula)
+            return (aligned_log_probs(s, t, self.categorical) if values is None else values).float()
         if isinstance(student, Gaussian) and isinstance(teacher, Gaussian):
             return self.gaussian(student, teacher).float()
         raise TypeError(
@@ -107,6 +160,10 @@ class Divergence:
 
     def categorical(self, ls: Tensor, lt: Tensor) -> Tensor:
         raise TypeError(f"divergence {self.name!r} is not defined for Categorical distributions")
+
+    def tiled(self) -> Optional[TiledFormula]:
+        """Summand, score and one-pass kind for `unified_opd.tiled`; None: the generic path only."""
+        return None
 
     def gaussian(self, s: Gaussian, t: Gaussian) -> Tensor:
         raise TypeError(
@@ -122,6 +179,9 @@ class ReverseKL(Divergence):
 
     def categorical(self, ls, lt):
         return reverse_kl_terms(ls, lt)
+
+    def tiled(self):
+        return TiledFormula(reverse_kl_terms, reverse_kl_score, "reverse")
 
     def gaussian(self, s, t):
         return gaussian_kl(s, t)
@@ -143,6 +203,9 @@ class ForwardKL(Divergence):
     def categorical(self, ls, lt):
         return forward_kl_terms(ls, lt)
 
+    def tiled(self):
+        return TiledFormula(forward_kl_terms, forward_kl_score, "forward")
+
     def gaussian(self, s, t):
         return gaussian_kl(t, s)
 
@@ -162,6 +225,13 @@ class JSD(Divergence):
     def categorical(self, ls, lt):
         return generalized_jsd_terms(ls, lt, self.beta)
 
+    def tiled(self):
+        b = self.beta
+        kind = {0.0: "forward", 1.0: "reverse"}.get(b)
+        return TiledFormula(
+            lambda ls, lt: generalized_jsd_terms(ls, lt, b), lambda ls, lt: generalized_jsd_score(ls, lt, b), kind
+        )
+
 
 @DIVERGENCES.register("tv")
 class TotalVariation(Divergence):
@@ -169,6 +239,9 @@ class TotalVariation(Divergence):
 
     def categorical(self, ls, lt):
         return total_variation_terms(ls, lt)
+
+    def tiled(self):
+        return TiledFormula(total_variation_terms, total_variation_score)
 
 
 class _Skew(Divergence):
@@ -186,6 +259,11 @@ class SkewKL(_Skew):
     def categorical(self, ls, lt):
         return skew_kl_terms(ls, lt, self.alpha)
 
+    def tiled(self):
+        a = self.alpha
+        kind = "forward" if a == 0.0 else None
+        return TiledFormula(lambda ls, lt: skew_kl_terms(ls, lt, a), lambda ls, lt: skew_kl_score(ls, lt, a), kind)
+
 
 @DIVERGENCES.register("skew_reverse_kl")
 class SkewReverseKL(_Skew):
@@ -193,6 +271,13 @@ class SkewReverseKL(_Skew):
 
     def categorical(self, ls, lt):
         return skew_reverse_kl_terms(ls, lt, self.alpha)
+
+    def tiled(self):
+        a = self.alpha
+        kind = "reverse" if a == 0.0 else None
+        return TiledFormula(
+            lambda ls, lt: skew_reverse_kl_terms(ls, lt, a), lambda ls, lt: skew_reverse_kl_score(ls, lt, a), kind
+        )
 
 
 def divergence(name: str, **kwargs: Any) -> Divergence:
