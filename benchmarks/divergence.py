@@ -27,11 +27,11 @@ import multiprocessing
 import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import collect, rss_bytes
 
 import unified_opd as uo
 from unified_opd.divergences import forward_kl_terms, generalized_jsd_terms, reverse_kl_terms
@@ -77,11 +77,6 @@ def forward_backward(method: str, div: str, inputs):
     values = per_position(method, div, *inputs)
     values.sum().backward()
     return values.detach(), hs.grad, ws.grad
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def reset_peak_rss() -> None:
@@ -221,12 +216,9 @@ def main(argv=None) -> list:
         print("trl is not installed: its columns are left out (pip install -e '.[bench]')")
     args.methods = [m for m in METHODS if (m in args.methods or m == "dense") and (m != "trl" or has_trl)]
     sizes = QUICK if args.quick else FULL
-    command = " ".join(["python", "benchmarks/divergence.py", *(argv if argv is not None else sys.argv[1:])])
-    load_before = os.getloadavg()
-    rows = []
-    for row in measure(args, sizes):
-        rows.append(row)
-        write_report(rows, args, sizes, command, load_before, Path(args.out))
+    rows = collect(
+        "divergence.py", argv, measure(args, sizes), lambda done, command, load: write_report(done, args, sizes, command, load, Path(args.out))
+    )
     print((Path(args.out) / "divergence.md").read_text())
     return rows
 

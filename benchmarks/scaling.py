@@ -26,11 +26,11 @@ import multiprocessing
 import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import collect, rss_bytes
 
 import unified_opd as uo
 
@@ -81,11 +81,6 @@ def opd_step(student, teachers, optimizer, ids: torch.Tensor) -> float:
     loss.backward()
     optimizer.step()
     return float(loss.detach())
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def run_case(point: dict, hidden: int, layers: int, repeats: int) -> dict:
@@ -211,12 +206,9 @@ def main(argv=None) -> list:
     if args.quick:
         args.hidden, args.layers = min(args.hidden, 32), 1
     sizes = QUICK if args.quick else FULL
-    command = " ".join(["python", "benchmarks/scaling.py", *(argv if argv is not None else sys.argv[1:])])
-    load_before = os.getloadavg()
-    rows = []
-    for row in measure(args, sizes):
-        rows.append(row)
-        write_report(rows, args, sizes, command, load_before, Path(args.out))
+    rows = collect(
+        "scaling.py", argv, measure(args, sizes), lambda done, command, load: write_report(done, args, sizes, command, load, Path(args.out))
+    )
     print((Path(args.out) / "scaling.md").read_text())
     return rows
 
