@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 import unified_opd as uo
+from unified_opd.divergences import divergence
+from unified_opd.errors import ConfigError
+from unified_opd.estimators import discounted_returns
+from unified_opd.objective import Objective
 
 
 def test_expected_policy_gradient_equals_reverse_kl_gradient():
@@ -46,3 +51,26 @@ def test_clipped_surrogate_hand_computed():
     loss = uo.policy_gradient_loss(logp, adv, old_logp=old, clip_eps=0.2)
     # ratio 1.5 with A>0 clips to 1.2; ratio 0.75 with A<0: min(-0.75, -0.8) = -0.8
     assert torch.allclose(loss, torch.tensor([-1.2, 0.8]))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0])
+def test_discounted_returns_match_a_brute_force_sum_over_each_rows_decisions(gamma):
+    torch.manual_seed(3)
+    mask = torch.rand(4, 9) > 0.4
+    rewards = torch.randn(int(mask.sum()))
+    grid = torch.zeros(4, 9)
+    grid[mask] = rewards
+    expected = []
+    for b in range(4):
+        cols = [t for t in range(9) if mask[b, t]]
+        for i, t in enumerate(cols):
+            expected.append(sum(gamma ** j * grid[b, u] for j, u in enumerate(cols[i:])))
+    out = discounted_returns(rewards, mask, gamma)
+    assert torch.allclose(out, torch.stack(expected) if expected else out, atol=1e-6)
+    if gamma == 0.0:
+        assert torch.equal(out, rewards)
+
+
+def test_discount_out_of_range_is_a_config_error():
+    with pytest.raises(ConfigError, match="objective.discount"):
+        Objective(divergence("reverse_kl"), discount=1.5)

@@ -13,7 +13,7 @@ from conftest import save_tiny_lm, text_overrides
 from unified_opd.checkpoint import list_checkpoints, load_checkpoint
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for
-from unified_opd.errors import UserError
+from unified_opd.errors import ConfigError, UserError
 from unified_opd.trainer import Trainer
 
 
@@ -88,3 +88,18 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tiny_text, tmp_path):
     for p in saved:
         assert all(torch.isfinite(t).all() for t in load_checkpoint(p)["model"].values())
     assert not (out / "final").exists()
+
+
+def test_reused_rollouts_take_several_clipped_updates_per_step(tiny_text, tmp_path):
+    out = tmp_path / "run"
+    s = _train(tiny_text, out, **{"trainer.max_steps": 3, "trainer.updates_per_rollout": 3, "trainer.save_every": 0})
+    state = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])["optimizer"]["state"]
+    assert all(int(v["step"]) == 9 for v in state.values())  # 3 steps x 3 updates, one rollout per step
+    lines = [json.loads(x) for x in open(out / "metrics.jsonl") if '"clip_frac"' in x]
+    assert len(lines) == 3 and all(0.0 <= x["clip_frac"] <= 1.0 for x in lines)
+    assert s["after"]["reverse_kl"] < s["before"]["reverse_kl"]
+
+
+def test_updates_per_rollout_below_one_is_a_config_error(tiny_text, tmp_path):
+    with pytest.raises(ConfigError, match="trainer.updates_per_rollout"):
+        _train(tiny_text, tmp_path / "run", **{"trainer.updates_per_rollout": 0})

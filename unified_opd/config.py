@@ -45,6 +45,7 @@ class ObjectiveConfig:
     lam: float = 1.0  # G-OPD reward scale λ; target ∝ teacher^λ · reference^(1-λ); needs a reference if != 1
     baseline: str = "none"  # none | reverse_kl (vOPD control variate, sampled estimator only)
     clip_eps: float = 0.2  # importance-ratio clip when a rollout is reused
+    discount: float = 0.0  # sampled estimator: γ of the return G_t = A_t + γ·G_{t+1} (0 = per-token advantage, 1 = return-to-go)
     weights: List[Any] = field(default_factory=list)  # per-position weights: names or {name: ..., options}
     baseline_top_k: int = 0  # vOPD baseline over the student's top-k tokens (0 = full vocabulary)
     lam_rule: str = "constant"  # constant | tv_adaptive (per-token k = clip(lam_tv / TV(teacher, ref), 1, lam))
@@ -67,6 +68,7 @@ class TrainerConfig:
     lr_schedule: str = "constant"  # constant | linear | cosine (after warm-up)
     grad_clip: float = 1.0  # max global grad norm (0 = off)
     grad_accum: int = 1  # micro-steps (rollout batches) per optimiser step
+    updates_per_rollout: int = 1  # optimiser updates on each step's rollouts (PPO epochs); >1 reuses them with objective.clip_eps
     seed: int = 0
     output_dir: str = "runs/opd"
     log_every: int = 1

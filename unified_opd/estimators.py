@@ -38,6 +38,25 @@ def opd_advantage(
     return lam * (t - r) - (s - r)
 
 
+def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
+    """Per-position return over each row's own decisions: G_t = r_t + γ·G_{next(t)}.
+
+    `rewards` are the `[N]` values at the positions where `mask` (`[B, T]`, bool) is true, in
+    row-major order; next(t) is the row's next masked position (unmasked positions, such as an
+    environment's text, neither add reward nor count as a step). γ = 0 gives back `rewards`
+    (OPD's per-token advantage); γ = 1 gives the return-to-go, whose policy gradient is that of
+    the sequence-level reverse KL, crediting a token with the mismatch of what follows it.
+    """
+    grid = torch.zeros(mask.shape, dtype=rewards.dtype, device=rewards.device)
+    grid[mask] = rewards
+    out = torch.zeros_like(grid)
+    g = torch.zeros(mask.shape[0], dtype=rewards.dtype, device=rewards.device)
+    for t in range(mask.shape[1] - 1, -1, -1):
+        g = torch.where(mask[:, t], grid[:, t] + gamma * g, g)
+        out[:, t] = g
+    return out[mask]
+
+
 def reward_advantage(outcome: Tensor, group_ids: Optional[Tensor] = None) -> Tensor:
     """The raw verifier reward as the trajectory advantage: A_i = r_i (no baseline).
 

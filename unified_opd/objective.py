@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .distributions import aligned_log_probs
 from .errors import UserError
 from .estimators import (
+    discounted_returns,
     grpo_advantage,
     opd_advantage,
     outcome_pg_loss,
@@ -58,6 +59,7 @@ class Objective:
     lam: float = 1.0
     baseline: str = "none"
     clip_eps: float = 0.2
+    discount: float = 0.0
     baseline_top_k: int = 0
     lam_rule: str = "constant"
     lam_tv: float = 0.1
@@ -72,6 +74,8 @@ class Objective:
             raise ConfigError(f"objective.baseline: expected one of {BASELINES}, got {self.baseline!r}")
         if self.baseline_top_k < 0:
             raise ConfigError(f"objective.baseline_top_k: expected 0 (full vocabulary) or a positive k, got {self.baseline_top_k}")
+        if not 0.0 <= self.discount <= 1.0:
+            raise ConfigError(f"objective.discount: expected a number in [0, 1], got {self.discount}")
         if self.lam_rule not in LAM_RULES:
             raise ConfigError(f"objective.lam_rule: expected one of {LAM_RULES}, got {self.lam_rule!r}")
         if self.outcome_advantage not in ("none", *OUTCOME_ADVANTAGES):
@@ -101,7 +105,10 @@ class Objective:
         reference: Optional[Distribution] = None,
         step: int = 0,
         max_steps: int = 1,
+        old_logp: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Dict[str, float]]:
+        """`old_logp` (from `action_log_probs` at rollout time) marks a reused rollout: the
+        sampled-token loss then uses the clipped importance ratio π_θ/π_old (`clip_eps`)."""
         mask = rollout.mask.to(_device(student))
         n = int(mask.sum())
         if n == 0:
@@ -120,13 +127,18 @@ class Objective:
                 lt = t.log_prob(actions)
                 lr = r.log_prob(actions) if r is not None else None
             adv = opd_advantage(ls, lt, lr, lam)
+            if self.discount:
+                adv = discounted_returns(adv, mask.bool(), self.discount)
             baseline = None
             if self.baseline == "reverse_kl":
                 with torch.no_grad():
                     baseline = -self._value_kl(s.detach(), _target(t, r, lam))
-            per_position = policy_gradient_loss(ls, adv, baseline)
+            per_position = policy_gradient_loss(ls, adv, baseline, old_logp, self.clip_eps)
             detached_div = (ls - lt).detach()
             metrics["advantage"] = float(adv.mean())
+            if old_logp is not None:
+                ratio = torch.exp(ls.detach() - old_logp)
+                metrics["clip_frac"] = float(((ratio - 1.0).abs() > self.clip_eps).float().mean())
         else:
             per_position = self.divergence(s, _target(t, r, lam))
             detached_div = per_position.detach()
@@ -158,6 +170,15 @@ class Objective:
         if self.weights:
             metrics["weight_mean"] = float(w.mean())
         return loss, metrics
+
+    def action_log_probs(self, student: Distribution, rollout: Rollout) -> Optional[Tensor]:
+        """Detached log π(a_t) on the masked positions, the π_old of a rollout that will be reused;
+        None when the loss is analytic (it needs no importance ratio)."""
+        if not self.uses_sampled(student):
+            return None
+        mask = rollout.mask.to(_device(student))
+        with torch.no_grad():
+            return student.detach().select(mask).log_prob(rollout.actions.to(mask.device)[mask])
 
     def _lam(self, teacher: Distribution, reference: Optional[Distribution]):
         """λ as configured: a float, or per position (`tv_adaptive`, from teacher vs reference)."""

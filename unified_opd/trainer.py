@@ -46,6 +46,7 @@ def build_objective(cfg: DictConfig) -> Objective:
         lam=o.lam,
         baseline=o.baseline,
         clip_eps=o.clip_eps,
+        discount=o.discount,
         baseline_top_k=o.baseline_top_k,
         lam_rule=o.lam_rule,
         lam_tv=o.lam_tv,
@@ -111,6 +112,9 @@ class Trainer:
         # everything that can be checked without loading models is checked first, so a typo
         # fails in a second instead of after a model load or a zoo build
         self.objective = build_objective(cfg)
+        for key in ("grad_accum", "updates_per_rollout"):
+            if t[key] < 1:
+                raise ConfigError(f"trainer.{key}: expected an integer >= 1, got {t[key]}")
         self.callbacks = build_callbacks(list(OmegaConf.to_container(t.callbacks)))
         lr_lambda = _lr_lambda(t)
         self.resume_from = self._check_output_dir()
@@ -269,56 +273,75 @@ class Trainer:
         return _T()
 
     def train_step(self) -> Dict[str, float]:
-        """One optimiser step over `trainer.grad_accum` fresh rollout batches."""
+        """`trainer.updates_per_rollout` optimiser updates, each over `trainer.grad_accum` rollout
+        batches: fresh ones for the first update, the same ones (teacher scores kept, importance
+        ratio clipped) for the others."""
         # config values are read once per step: each omegaconf lookup costs ~10 µs of Python,
         # which adds up to a few percent of a small model's step
         t = self.cfg.trainer
-        accum, clip, max_steps = t.grad_accum, t.grad_clip, t.max_steps
+        accum, updates = t.grad_accum, t.updates_per_rollout
         metrics: Dict[str, float] = defaultdict(float)
         self.step_times = defaultdict(float)
-        for _ in range(accum):
-            with self._timed("rollout"):
-                self.policy.module.eval()
-                with torch.no_grad():
-                    rollout = self.policy.rollout(self.data.next())
-                self.policy.module.train()
-            with self._timed("teacher"), torch.no_grad():
-                teacher_dist = self.teacher.distribution(rollout)
-                reference = self.components.reference.distribution(rollout) if self.components.reference else None
-            with self._timed("update"):
-                student_dist = self.policy.distribution(rollout)
-                loss, m = self.objective(
-                    student_dist, teacher_dist, rollout, reference, step=self.step, max_steps=max_steps
-                )
-                if self.components.extra_loss is not None:
-                    extra, extra_metrics = self.components.extra_loss(self.policy, self.step)
-                    loss = loss + extra
-                    m = {**m, **extra_metrics}
-                if not torch.isfinite(loss):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    return {"nonfinite": 1.0}
-                self.accelerator.backward(loss / accum)
-            for k, v in m.items():
-                metrics[k] += v / accum
-            if rollout.outcome is not None:
-                metrics["reward"] += float(rollout.outcome.float().mean()) / accum
+        replay = []
+        for update in range(updates):
+            batches = replay if update else (self._collect() for _ in range(accum))
+            for batch in batches:
+                rollout, teacher_dist, reference, old_logp = batch
+                with self._timed("update"):
+                    student_dist = self.policy.distribution(rollout)
+                    if update == 0 and updates > 1:
+                        replay.append((rollout, teacher_dist, reference, self.objective.action_log_probs(student_dist, rollout)))
+                    loss, m = self.objective(
+                        student_dist, teacher_dist, rollout, reference, self.step, t.max_steps, old_logp
+                    )
+                    if self.components.extra_loss is not None:
+                        extra, extra_metrics = self.components.extra_loss(self.policy, self.step)
+                        loss = loss + extra
+                        m = {**m, **extra_metrics}
+                    if not torch.isfinite(loss):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        return {"nonfinite": 1.0}
+                    self.accelerator.backward(loss / accum)
+                for k, v in m.items():
+                    metrics[k] += v / (accum * updates)
+                if update == 0 and rollout.outcome is not None:
+                    metrics["reward"] += float(rollout.outcome.float().mean()) / accum
+            grad_norm = self._optimizer_step(t.grad_clip)
+            if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
+                return {"nonfinite": 1.0}
+        self.scheduler.step()
+        self.teacher.after_step(self.policy)
+        for callback in self.callbacks:
+            callback.after_step(self.policy, self.step + 1)
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        return dict(metrics)
+
+    def _collect(self):
+        """One fresh rollout batch with its teacher (and reference) scores."""
+        with self._timed("rollout"):
+            self.policy.module.eval()
+            with torch.no_grad():
+                rollout = self.policy.rollout(self.data.next())
+            self.policy.module.train()
+        with self._timed("teacher"), torch.no_grad():
+            teacher_dist = self.teacher.distribution(rollout)
+            reference = self.components.reference.distribution(rollout) if self.components.reference else None
+        return rollout, teacher_dist, reference, None
+
+    def _optimizer_step(self, clip: float):
+        """Clip and apply the accumulated gradients; a non-finite norm discards them instead."""
         with self._timed("update"):
             grad_norm = None
             if clip > 0:
                 grad_norm = self.accelerator.clip_grad_norm_(self.policy.train_module.parameters(), clip)
             if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
                 self.optimizer.zero_grad(set_to_none=True)
-                return {"nonfinite": 1.0}
+                return grad_norm
             self.optimizer.step()
-            self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self.teacher.after_step(self.policy)
-            for callback in self.callbacks:
-                callback.after_step(self.policy, self.step + 1)
-        if grad_norm is not None:
-            metrics["grad_norm"] = float(grad_norm)
-        metrics["lr"] = self.scheduler.get_last_lr()[0]
-        return dict(metrics)
+        return grad_norm
 
     def train(self) -> Dict[str, Any]:
         """Run to `trainer.max_steps` (or the time limit); returns before/after eval and timings."""

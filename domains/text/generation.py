@@ -19,6 +19,7 @@ from unified_opd.errors import UserError
 from unified_opd.rollout import Rollout
 
 from .models import HiddenStates
+from .sampler import sample
 
 
 @dataclass
@@ -90,7 +91,7 @@ def check_prompts_fit(tok, records: Sequence[Dict[str, Any]], data_cfg, max_cont
 def generate_rollout(
     lm: nn.Module, tok, records: Sequence[Dict[str, Any]], data_cfg, sampling: Sampling
 ) -> Rollout:
-    """Sample completions with `generate` (KV cache) and package them as a `Rollout`."""
+    """Sample completions (`sampler.sample`, KV cache) and package them as a `Rollout`."""
     prompts = format_prompts(tok, records, data_cfg)
     device = next(lm.parameters()).device
     ctx = max_context(lm)
@@ -98,17 +99,18 @@ def generate_rollout(
     prompt_len = enc["input_ids"].shape[1]
     max_new = sampling.max_new_tokens if not ctx else min(sampling.max_new_tokens, ctx - prompt_len)
     n = sampling.num_samples
-    kwargs: Dict[str, Any] = dict(
-        max_new_tokens=max_new,
-        num_return_sequences=n,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
+    seq = sample(
+        lm,
+        enc["input_ids"].repeat_interleave(n, 0),
+        enc["attention_mask"].repeat_interleave(n, 0),
+        max_new,
+        tok.eos_token_id,
+        tok.pad_token_id,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        greedy=sampling.greedy,
     )
-    if sampling.greedy:
-        kwargs["do_sample"] = False
-    else:
-        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
-    seq = lm.generate(**enc, **kwargs)
     gen = seq[:, prompt_len:]
     gen_mask = completion_mask(gen, tok.eos_token_id)
     attn = torch.cat([enc["attention_mask"].repeat_interleave(n, 0), gen_mask], 1)

@@ -1,0 +1,88 @@
+"""Autoregressive sampling with a KV cache, lean enough for the small models OPD runs on.
+
+`transformers`' `generate` spends most of a small model's decode step in Python (logits
+processors, stopping criteria, cache bookkeeping) and, for large vocabularies, in
+`torch.multinomial`, which is slow on CPU. `sample` does the same work — left-padded prompts,
+positions from the attention mask, temperature → top-k → top-p as HF's warpers apply them, EOS
+followed by padding, early stop once every sequence has ended — in a plain loop, and draws tokens
+with the exponential race (`draw`). Greedy decoding returns exactly `generate`'s tokens (tested).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from transformers import DynamicCache
+
+
+def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Top-k then nucleus filtering, removed tokens set to −inf (HF's TopK/TopP warpers).
+
+    top-k keeps the tokens whose logit is at least the k-th largest; top-p keeps the smallest
+    set of most likely tokens whose probability reaches p: a token is removed when the total
+    probability of the tokens less likely than or as likely as it (sorted ascending, cumulative)
+    is at most 1 − p. The most likely token is always kept.
+    """
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        remove_sorted = cumulative <= 1.0 - top_p
+        remove_sorted[..., -1] = False
+        remove = remove_sorted.scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def draw(logits: Tensor) -> Tensor:
+    """One token per row from softmax(logits): argmax_i p_i / E_i with E_i ~ Exp(1).
+
+    E_i / p_i is exponential with rate p_i, and the smallest of independent exponentials is
+    number i with probability p_i / Σ_j p_j, so the argmax is a draw from p. It costs one pass
+    over the vocabulary, unlike `torch.multinomial`'s CPU kernel. Uses the global torch RNG,
+    which checkpoints save and restore.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+
+
+@torch.no_grad()
+def sample(
+    lm: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    max_new_tokens: int,
+    eos_id: Optional[int],
+    pad_id: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+) -> Tensor:
+    """Prompt + completion ids `[B, P + new]`; completions end at EOS and are padded after it."""
+    cache = DynamicCache(config=lm.config)
+    mask = attention_mask.long()
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    logits = lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    next_pos = positions[:, -1:] + 1
+    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    out = [input_ids]
+    for i in range(max_new_tokens):
+        if greedy:
+            token = logits.argmax(-1)
+        else:
+            token = draw(filter_logits(logits.float() / temperature, top_k, top_p))
+        token = token.masked_fill(done, pad_id)
+        out.append(token[:, None])
+        if eos_id is not None:
+            done |= token == eos_id
+        if bool(done.all()) or i == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+        logits = lm(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, cache=cache, use_cache=True).logits[:, -1]
+        next_pos = next_pos + 1
+    return torch.cat(out, 1)
