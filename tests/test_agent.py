@@ -3,9 +3,12 @@ hand-made tensors, and the bad-input paths (context overflow, broken envs, unkno
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gymnasium
 import pytest
 import torch
+from transformers import LlamaConfig
 
 from unified_opd.domains.agent import zoo
 from unified_opd.domains.agent.episodes import Limits, checked_step, env_factory, run_episodes
@@ -48,20 +51,27 @@ for _id, _kw in (("Echo", {}), ("EchoFail", {"fail_at": 1}), ("EchoMalformed", {
 
 
 class ScriptedLM(torch.nn.Module):
-    """Stands in for a causal LM in `run_episodes`: 'generates' the scripted actions in order."""
+    """Stands in for a causal LM in `run_episodes`: its logits make the sampler emit the scripted
+    actions in order (a multi-token call starts the next action, each one-token call continues it)."""
+
+    config = LlamaConfig(num_hidden_layers=1)
 
     def __init__(self, tok, actions, eos: bool = True):
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(1))
         self.tok, self.actions, self.eos, self.calls = tok, actions, eos, 0
+        self.script: list = []
 
-    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, eos_token_id, **_):
-        action = self.actions[self.calls % len(self.actions)]
-        self.calls += 1
-        ids = self.tok(action, add_special_tokens=False)["input_ids"] + ([eos_token_id] if self.eos else [])
-        ids = (ids + [pad_token_id] * max_new_tokens)[:max_new_tokens]
-        new = torch.tensor([ids] * input_ids.shape[0])
-        return torch.cat([input_ids, new], 1)
+    def forward(self, input_ids, attention_mask, position_ids, cache, use_cache, logits_to_keep=0):
+        if input_ids.shape[1] > 1:
+            action = self.actions[self.calls % len(self.actions)]
+            self.calls += 1
+            ids = self.tok(action, add_special_tokens=False)["input_ids"]
+            self.script = ids + ([self.tok.eos_token_id] if self.eos else [])
+        token = self.script.pop(0) if self.script else self.tok.pad_token_id
+        logits = torch.full((input_ids.shape[0], 1, len(self.tok)), -1e4)
+        logits[..., token] = 0.0
+        return SimpleNamespace(logits=logits)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 One env instance per episode, stepped side by side (a hand-rolled vector env: string spaces
 and per-episode ends do not fit gymnasium's autoresetting vector API). Each turn, the context
 of every running episode is left-padded into one batch and the model samples its actions with
-`generate`; each action is decoded, sent to its env, and the env's answer is appended as
+the KV-cache sampler (`text.sampler.sample`); each action is decoded, sent to its env, and the env's answer is appended as
 context. An episode ends when the env terminates or truncates, at the agent's turn limit, or
 when its transcript would outgrow the token cap (`context overflow`, counted as failed). An env
 that raises or returns a malformed step ends its episode as failed with a message; it never
@@ -19,6 +19,7 @@ import gymnasium
 import torch
 
 from unified_opd.domains.text.generation import Sampling
+from unified_opd.domains.text.sampler import sample
 from unified_opd.errors import ConfigError
 
 from .transcript import Transcript
@@ -160,11 +161,6 @@ def run_episodes(
         _start(ep, make_env, fmt, limits)
     device = next(lm.parameters()).device
     pad, eos = tok.pad_token_id, tok.eos_token_id
-    kwargs: Dict[str, Any] = dict(pad_token_id=pad, eos_token_id=eos)
-    if sampling.greedy:
-        kwargs["do_sample"] = False
-    else:
-        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
     while True:
         active = [ep for ep in episodes if not ep.done]
         if not active:
@@ -172,7 +168,10 @@ def run_episodes(
         rooms = [limits.max_tokens - len(ep.transcript) for ep in active]
         ids, attn = _left_pad([ep.transcript.ids for ep in active], pad, device)
         new = min(limits.max_action_tokens, max(rooms))
-        out = lm.generate(input_ids=ids, attention_mask=attn, max_new_tokens=new, **kwargs)[:, ids.shape[1] :]
+        out = sample(
+            lm, ids, attn, new, eos, pad,
+            temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, greedy=sampling.greedy,
+        )[:, ids.shape[1] :]
         for ep, row, room in zip(active, out.tolist(), rooms):
             action_ids, finished = _cut(row, eos, min(room, limits.max_action_tokens))
             text = tok.decode(action_ids, skip_special_tokens=True).strip()
