@@ -1,5 +1,5 @@
 """The lean KV-cache sampler against transformers: greedy tokens equal `generate`'s, top-k/top-p
-filtering equals HF's warpers, and the exponential-race draw follows softmax(logits)."""
+filtering equals HF's warpers, and the inverse-CDF draw follows softmax(logits)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ processors, stopping criteria, cache bookkeeping) and, for large vocabularies, i
 `torch.multinomial`, which is slow on CPU. `sample` does the same work — left-padded prompts,
 positions from the attention mask, temperature → top-k → top-p as HF's warpers apply them, EOS
 followed by padding, early stop once every sequence has ended — in a plain loop, and draws tokens
-with the exponential race (`draw`). Greedy decoding returns exactly `generate`'s tokens (tested).
+by inverse CDF (`draw`). Greedy decoding returns exactly `generate`'s tokens (tested).
 """
 
 from __future__ import annotations
@@ -39,15 +39,18 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
 
 
 def draw(logits: Tensor) -> Tensor:
-    """One token per row from softmax(logits): argmax_i p_i / E_i with E_i ~ Exp(1).
+    """One token per row from softmax(logits), by inverting the cumulative distribution.
 
-    E_i / p_i is exponential with rate p_i, and the smallest of independent exponentials is
-    number i with probability p_i / Σ_j p_j, so the argmax is a draw from p. It costs one pass
-    over the vocabulary, unlike `torch.multinomial`'s CPU kernel. Uses the global torch RNG,
-    which checkpoints save and restore.
+    With F_i = p_1 + … + p_i (float64, so rounding over a large vocabulary cannot skip a token)
+    and one u ~ U[0, 1) per row, the token is the first i with F_i > u·F_V, which is i with
+    probability p_i; a token of probability 0 never satisfies it before its predecessor does.
+    One random number per row instead of one per vocabulary entry: `torch.multinomial`'s CPU
+    path draws an exponential per entry, which dominates a decode step at V = 32k. Uses the
+    global torch RNG, which checkpoints save and restore.
     """
-    probs = torch.softmax(logits.float(), dim=-1)
-    return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+    cdf = torch.softmax(logits.float(), dim=-1).double().cumsum(-1)
+    u = torch.rand(cdf.shape[:-1] + (1,), dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 @torch.no_grad()
