@@ -14,6 +14,7 @@ from unified_opd.domain import schema_for
 from unified_opd.domains.text.cache import write_teacher_cache
 from unified_opd.domains.text.teachers import confidence_weights, ema_update, select_teacher
 from unified_opd.errors import UserError
+from unified_opd.rollout import Rollout
 from unified_opd.trainer import Trainer
 
 
@@ -62,8 +63,11 @@ def test_lightning_cache_roundtrip_and_hash_check(tiny_text, tmp_path):
     write_teacher_cache(_cfg(tiny_text, tmp_path / "w", **over))
     tr = Trainer(_cfg(tiny_text, tmp_path / "run", **{**over, "teacher.kind": "cache", "trainer.max_steps": 3, "objective.estimator": "analytic"}))
     assert not hasattr(tr.teacher, "module")  # no teacher model in memory
-    assert len(tr.components.train_records) == 8 * 2
+    assert len(tr.components.train_records) == 8  # one record per prompt: rollout.batch_size counts prompts
     r = tr.policy.rollout(tr.data.next())
+    assert r.batch_size == 8 * 2 and r.group_ids.bincount().tolist() == [2] * 8
+    batches = [tr.data.next()] + [[x] for x in tr.components.train_records]
+    assert any([_cut_grid_scores_like_the_full_grid(tr, tr.policy.rollout(b)) for b in batches])  # a lone short prompt cuts
     d = tr.teacher.distribution(r)
     assert d.is_sparse and d.topk[0].shape[-1] == 4
     # the cached log-probs are the teacher's: compare with a live teacher on the same rollout
@@ -74,6 +78,22 @@ def test_lightning_cache_roundtrip_and_hash_check(tiny_text, tmp_path):
     assert tr.train()["steps"] == 3
     with pytest.raises(UserError, match="teacher.cache.dir: the cache was written for a different teacher"):
         Trainer(_cfg(tiny_text, tmp_path / "bad", **{**over, "teacher.kind": "cache", "teacher.path": tiny_text / "student"}))
+
+
+def _cut_grid_scores_like_the_full_grid(tr, r) -> bool:
+    """The replayed batch drops the grid columns none of its rows attends to; the student's
+    log-probs of the actions at the loss positions are those of the full cache grid. Returns
+    whether any column was dropped."""
+    t, rows = tr.policy.replay.t, r.meta["cache_rows"]
+    seq, cols = t["input_ids"][rows].long(), r.meta["cache_positions"]
+    full = Rollout(seq[:, 1:], t["loss_mask"][rows].long(), torch.zeros_like(t["loss_mask"][rows].long()),
+                   {"input_ids": seq, "attention_mask": t["attention_mask"][rows].long(), "prompt_len": tr.policy.replay.prompt_len})
+    assert torch.equal(full.loss_mask[:, cols], r.loss_mask) and full.mask.sum() == r.mask.sum()
+    with torch.no_grad():
+        cut = tr.policy.distribution(r).select(r.mask).log_prob(r.actions[r.mask])
+        ref = tr.policy.distribution(full).select(full.mask).log_prob(full.actions[full.mask])
+    assert torch.allclose(cut, ref, atol=1e-5)
+    return seq.shape[1] > r.actions.shape[1] + 1
 
 
 @pytest.mark.parametrize("kind", ["router", "pool", "best_of"])

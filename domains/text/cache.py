@@ -129,32 +129,43 @@ CACHE_WRITERS.register("text", write_teacher_cache)
 
 
 class CachedRollouts:
-    """The fixed rollouts of a cache, dealt out by row (records carry `_cache_row`)."""
+    """The fixed rollouts of a cache, dealt out by prompt: a record carries `_cache_rows`, the rows
+    of its `rollout.num_samples` samples, so `rollout.batch_size` counts prompts as it does online
+    and a prompt's samples stay in one batch (`group_ids`).
+
+    The cache grid is padded to the longest prompt and completion of the whole cache; a batch is
+    cut to the columns some of its rows attend to. That changes no output: positions come from
+    the attention mask and masked keys are ignored (left cut), and attention is causal (right cut).
+    """
 
     def __init__(self, tensors: Dict[str, Tensor], prompt_len: int, device: torch.device):
         self.t = {k: v.to(device) for k, v in tensors.items()}
         self.prompt_len = prompt_len
 
     def __call__(self, batch: Sequence[Dict[str, Any]]) -> Rollout:
-        rows = torch.tensor([r["_cache_row"] for r in batch], device=self.t["input_ids"].device)
-        seq = self.t["input_ids"][rows].long()
-        loss_mask = self.t["loss_mask"][rows].long()
+        rows = torch.tensor([row for r in batch for row in r["_cache_rows"]], device=self.t["input_ids"].device)
+        attn = self.t["attention_mask"][rows]
+        used = attn.any(0).nonzero()
+        lo, hi = int(used[0]), int(used[-1]) + 1
+        seq = self.t["input_ids"][rows, lo:hi].long()
+        loss_mask = self.t["loss_mask"][rows, lo : hi - 1].long()
         outcome = self.t["outcome"][rows]
-        tasks = [str(r["task"]) for r in batch] if all("task" in r for r in batch) else None
+        records = [r for r in batch for _ in r["_cache_rows"]]
+        tasks = [str(r["task"]) for r in records] if all("task" in r for r in records) else None
         return Rollout(
             actions=seq[:, 1:],
             loss_mask=loss_mask,
             step_ids=torch.zeros_like(loss_mask),
-            student_view={"input_ids": seq, "attention_mask": self.t["attention_mask"][rows].long(), "prompt_len": self.prompt_len},
+            student_view={"input_ids": seq, "attention_mask": attn[:, lo:hi].long(), "prompt_len": self.prompt_len - lo},
             outcome=None if bool(outcome.isnan().any()) else outcome,
             task=tasks,
             group_ids=self.t["record_index"][rows].long(),
-            meta={"records": list(batch), "cache_rows": rows},
+            meta={"records": records, "cache_rows": rows, "cache_positions": slice(lo, hi - 1)},
         )
 
 
 class CacheTeacher(Teacher):
-    """The cached top-k log-probs of the rollout's rows, as a sparse `Categorical.from_topk`."""
+    """The cached top-k log-probs of the rollout's rows and positions, as a sparse `Categorical.from_topk`."""
 
     def __init__(self, tensors: Dict[str, Tensor], vocab_size: int, device: torch.device):
         self.logprobs = tensors["topk_logprobs"].to(device)
@@ -162,8 +173,8 @@ class CacheTeacher(Teacher):
         self.vocab_size = vocab_size
 
     def distribution(self, rollout: Rollout) -> Categorical:
-        rows = rollout.meta["cache_rows"]
-        return Categorical.from_topk(self.logprobs[rows], self.indices[rows], self.vocab_size)
+        rows, cols = rollout.meta["cache_rows"], rollout.meta["cache_positions"]
+        return Categorical.from_topk(self.logprobs[rows, cols], self.indices[rows, cols], self.vocab_size)
 
 
 @TEACHERS.register("cache")
@@ -174,6 +185,9 @@ def _cache(ctx: TeacherContext) -> BuiltTeacher:
     check_fingerprints(manifest, fingerprints(cfg, ctx.policy.tokenizer), FIELD)
     tensors = load_shards(directory, manifest)
     records = read_jsonl(resolve(cfg.data.path, "data.path"), (cfg.data.prompt_field,))
-    rows = [{**records[int(i)], "_cache_row": row} for row, i in enumerate(tensors["record_index"].tolist())]
+    by_prompt: Dict[int, List[int]] = {}
+    for row, i in enumerate(tensors["record_index"].tolist()):
+        by_prompt.setdefault(i, []).append(row)
+    rows = [{**records[i], "_cache_rows": r} for i, r in by_prompt.items()]
     ctx.policy.replay = CachedRollouts(tensors, manifest["prompt_len"], ctx.device)
     return BuiltTeacher(CacheTeacher(tensors, manifest["vocab_size"], ctx.device), None, None, rows)
