@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import sys
 from typing import Callable, Iterable, List, Optional
 
@@ -11,6 +12,19 @@ def rss_bytes() -> int:
     """Current resident set size of this process."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_rss() -> int:
+    """Linux: make the peak RSS (ru_maxrss) start again from the current RSS; returns that RSS,
+    the base a case's peak is measured above."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return rss_bytes()
+
+
+def peak_rss_above(base: int) -> int:
+    """Peak RSS of this process since the last `reset_peak_rss`, minus `base`."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
 
 
 def collect(script: str, argv: Optional[list], rows: Iterable[dict], write: Callable[[list, str, tuple], None]) -> List[dict]:

@@ -25,13 +25,12 @@ import argparse
 import importlib.util
 import multiprocessing
 import os
-import resource
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from _common import collect, rss_bytes
+from _common import collect, peak_rss_above, reset_peak_rss
 
 import unified_opd as uo
 from unified_opd.divergences import forward_kl_terms, generalized_jsd_terms, reverse_kl_terms
@@ -79,27 +78,20 @@ def forward_backward(method: str, div: str, inputs):
     return values.detach(), hs.grad, ws.grad
 
 
-def reset_peak_rss() -> None:
-    """Linux: make the peak RSS (ru_maxrss) start again from the current RSS."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
 def run_case(method: str, div: str, n: int, h: int, v: int, repeats: int) -> dict:
     """In a fresh process: peak RSS of the first forward+backward, CPU time of every call.
 
     Process CPU time (user + system, all threads), not wall time: on a machine shared with
     other jobs a process can wait for a core for a long time mid-call."""
     inputs = make_inputs(n, h, v)
-    reset_peak_rss()
-    base = rss_bytes()
+    base = reset_peak_rss()
     times = []
     for i in range(repeats):
         t0 = time.process_time()
         forward_backward(method, div, inputs)
         times.append(time.process_time() - t0)
         if i == 0:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+            peak = peak_rss_above(base)
     return {"peak_mb": peak / 2**20, "seconds": statistics.median(times), "times": times}
 
 

@@ -24,13 +24,12 @@ import argparse
 import math
 import multiprocessing
 import os
-import resource
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from _common import collect, rss_bytes
+from _common import collect, peak_rss_above, reset_peak_rss
 
 import unified_opd as uo
 
@@ -87,9 +86,7 @@ def run_case(point: dict, hidden: int, layers: int, repeats: int) -> dict:
     """In a fresh process: peak RSS above the start over the first (warm-up) step and the rest;
     median process CPU time of the steps after the warm-up."""
     t, b, v, k = point["T"], point["B"], point["V"], point["K"]
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # Linux: the peak RSS starts again from the current RSS
-    base = rss_bytes()
+    base = reset_peak_rss()
     student, teachers = build_models(v, k, hidden, layers, max_len=t)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
     ids = torch.randint(0, v, (b, t), generator=torch.Generator().manual_seed(0))
@@ -99,7 +96,7 @@ def run_case(point: dict, hidden: int, layers: int, repeats: int) -> dict:
         opd_step(student, teachers, optimizer, ids)
         if i:
             times.append(time.process_time() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    peak = peak_rss_above(base)
     return {"seconds": statistics.median(times), "peak_mb": peak / 2**20, "times": times}
 
 
