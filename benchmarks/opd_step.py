@@ -16,6 +16,7 @@ training, divided by the number of steps. For ours also the rollout / teacher / 
 
     nice -n 19 python benchmarks/opd_step.py                     # overhead-bound: ~100k-parameter models
     nice -n 19 python benchmarks/opd_step.py --regime compute    # 20M student, 100M teacher, V=32k, 128 tokens
+    python benchmarks/opd_step.py --profile sampled               # cProfile of our step instead
 """
 
 from __future__ import annotations
@@ -223,6 +224,41 @@ def run_trl(root: Path, reg: Regime, out: Path) -> dict:
     return {"seconds_per_step": clock.seconds_per_step(), "final": out / "run_trl" / "final"}
 
 
+def profile_uopd(root: Path, reg: Regime, estimator: str, argv: list, rows: int = 25) -> str:
+    """cProfile of our training steps (after two warm-up steps): the functions with the most
+    cumulative time, to show which part of a step is ours to cut and which is the model's."""
+    import cProfile
+    import io
+    import pstats
+
+    from unified_opd.config import load_config
+    from unified_opd.domain import schema_for
+    from unified_opd.trainer import Trainer
+
+    trainer = Trainer(load_config(str(uopd_config(root, reg, estimator, root)), [], schema_for))
+    for _ in range(2):
+        trainer.train_step()
+    prof = cProfile.Profile()
+    prof.runcall(lambda: [trainer.train_step() for _ in range(reg.steps)])
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).strip_dirs().sort_stats("cumulative").print_stats(rows)
+    body = text.getvalue().split("\n")
+    start = next(i for i, line in enumerate(body) if line.strip().startswith("ncalls"))
+    return "\n".join(
+        [
+            f"# Where an OPD step goes: cProfile of `uopd train` ({estimator}), regime `{argv_regime(argv)}`",
+            "",
+            f"`python benchmarks/opd_step.py {' '.join(argv)}`: {reg.steps} steps after 2 warm-up steps, "
+            f"{reg.prompts} prompts x {reg.new_tokens} new tokens, one process. Top {rows} functions by cumulative time:",
+            "",
+            "```",
+            *(line for line in body[start:] if line.strip()),
+            "```",
+            "",
+        ]
+    )
+
+
 # ------------------------------------------------------------------ report
 def report(results: dict, reg: Regime, kl0: float, params: dict, argv: list, loads: tuple) -> str:
     tokens = reg.prompts * reg.new_tokens  # completion tokens per step, at most (EOS can end one early)
@@ -286,6 +322,7 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, help="override the regime's number of steps")
     p.add_argument("--work", default="runs/bench_opd_step", help="models, data and runs")
     p.add_argument("--out", default="docs/benchmarks", help="where opd_step[_compute].md and .png go")
+    p.add_argument("--profile", choices=["analytic", "sampled"], help="instead: cProfile our trainer (that estimator)")
     argv = list(argv) if argv is not None else __import__("sys").argv[1:]
     args = p.parse_args(argv)
     reg = REGIMES[args.regime]
@@ -305,6 +342,14 @@ def main(argv=None) -> dict:
     write_jsonl(root / "train.jsonl", prompts(reg.prompts * max(reg.steps, 1), reg.prompt_tokens, reg.vocab, seed=0))
     held = prompts(EVAL_PROMPTS, reg.prompt_tokens, reg.vocab, seed=1)
     write_jsonl(root / "eval.jsonl", held)
+    suffix = "" if args.regime == "overhead" else f"_{args.regime}"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        md = profile_uopd(root, reg, args.profile, argv)
+        (out / f"opd_step{suffix}_profile.md").write_text(md)
+        print(md)
+        return {}
     kl0 = mean_reverse_kl(root / "student", root / "teacher", held, reg.new_tokens)
     load_before = os.getloadavg()[0]
     results = {
@@ -316,9 +361,6 @@ def main(argv=None) -> dict:
     for r in results.values():
         r["kl"] = mean_reverse_kl(r["final"], root / "teacher", held, reg.new_tokens)
     md = report(results, reg, kl0, params, argv, loads)
-    suffix = "" if args.regime == "overhead" else f"_{args.regime}"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / f"opd_step{suffix}.md").write_text("# End-to-end OPD step: uopd vs TRL DistillationTrainer\n\n" + md)
     print(md)
     plot(results, out / f"opd_step{suffix}.png")
