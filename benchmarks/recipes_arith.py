@@ -3,12 +3,13 @@
 Each run trains one `configs/text/<recipe>.yaml` in a subprocess (so wall-clock and peak memory
 are its own), then evaluates the final student against the arith teacher on the same held-out
 prompts (greedy accuracy, reverse KL on the student's outputs). Writes a markdown table and a PNG
-of held-out accuracy vs step per recipe.
+of held-out accuracy vs step per recipe. Runs go one at a time, each child on one thread, so
+wall-clock and CPU-time ratios are comparable between recipes.
 
-    UOPD_HOME=runs/bench_home python benchmarks/mini_zoo.py        # reduced zoo (CPU budget)
     UOPD_HOME=runs/bench_home python benchmarks/recipes_arith.py --steps 30 --seeds 0 1 2
+    UOPD_HOME=runs/bench_home python benchmarks/mini_zoo.py        # optional reduced zoo (CPU budget)
 
-Without the mini zoo, `zoo:arith` is built at its full size on first use.
+Without the mini zoo, `zoo:arith` and `zoo:arith_experts` are built at full size on first use.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 RECIPES = [
@@ -52,7 +52,7 @@ def budget(args) -> list:
     return [
         f"trainer.max_steps={args.steps}",
         f"rollout.batch_size={args.batch}",
-        "rollout.num_samples=4",
+        f"rollout.num_samples={args.samples}",
         "trainer.max_time_minutes=0",
         "trainer.save_every=0",
         "trainer.tensorboard=false",
@@ -62,6 +62,7 @@ def budget(args) -> list:
         "eval.kl=false",
         "eval.teacher=false",
         "trainer.warmup_steps=5",
+        "trainer.lr_schedule=constant",
     ]
 
 
@@ -76,7 +77,9 @@ def run_one(config: str, out: str, seed: int, overrides: list, eval_size: int) -
     from unified_opd.trainer import Trainer
 
     cfg = load_config(config, [*overrides, f"trainer.seed={seed}", f"trainer.output_dir={out}"], schema_for)
+    cpu0 = time.process_time()
     summary = Trainer(cfg).train()
+    train_cpu = time.process_time() - cpu0
     final = run_eval(
         "configs/text/opd_arith.yaml", [f"student.path={out}/final", f"eval.size={eval_size}", "eval.teacher=false"]
     )
@@ -84,16 +87,22 @@ def run_one(config: str, out: str, seed: int, overrides: list, eval_size: int) -
     step_times = [x["time/step"] for x in lines if "time/step" in x]
     curve = [(x["step"], x["eval/accuracy"]) for x in lines if "eval/accuracy" in x]
     result = {"accuracy": final["accuracy"], "reverse_kl": final["reverse_kl"], "train_seconds": summary["train_seconds"],
+              "train_cpu_seconds": train_cpu,
               "step_seconds": statistics.median(step_times), "curve": curve,
               **{k: v for k, v in final.items() if k.startswith("accuracy/")}}
     (Path(out) / "bench.json").write_text(json.dumps(result))
+
+
+def one_thread_env() -> dict:
+    """Children run on one BLAS/OpenMP thread: runs go one at a time, and their times stay comparable."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def launch(config: str, out: Path, seed: int, overrides: list, eval_size: int) -> dict:
     """Run `run_one` in a child; returns its result plus its own peak RSS (wait4) and wall-clock."""
     cmd = [sys.executable, __file__, "--one", config, str(out), str(seed), str(eval_size), "--", *overrides]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(out.parent / f"{out.name}.log", "w"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(out.parent / f"{out.name}.log", "w"), env=one_thread_env())
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         raise RuntimeError(f"{config} seed {seed} failed; see {out.parent / (out.name + '.log')}")
@@ -138,13 +147,13 @@ def mean_std(xs: list) -> str:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="prompts per step")
+    p.add_argument("--samples", type=int, default=4, help="rollouts per prompt (group size of GRPO/SCOPE/SRPO)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--eval-size", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--recipes", nargs="*", help="config names to run (default: all)")
     p.add_argument("--out", default="runs/bench_recipes")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (each uses one thread)")
     p.add_argument("--table-only", action="store_true", help="only rebuild the table and plot from finished runs")
     args = p.parse_args()
     out = Path(args.out)
@@ -153,17 +162,19 @@ def main() -> None:
     recipes = [r for r in RECIPES if not args.recipes or r[1] in args.recipes]
     cache_dir = out / "lightning_cache"
     # Lightning: cache as many prompts as the online runs consume, so the rollout budget matches
-    cache_over = [f"teacher.cache.dir={cache_dir}", f"teacher.cache.prompts={args.steps * args.batch}"]
+    cache_over = [f"teacher.cache.dir={cache_dir}", f"teacher.cache.prompts={args.steps * args.batch}",
+                  f"rollout.batch_size={args.batch}", f"rollout.num_samples={args.samples}"]
     t0 = time.perf_counter()
     if not args.table_only and any(name == "lightning_arith" for _, name in recipes):
-        subprocess.run([sys.executable, "-m", "unified_opd.cli", "cache-teacher", "configs/text/lightning_arith.yaml", *cache_over], check=True)
+        subprocess.run([sys.executable, "-m", "unified_opd.cli", "cache-teacher", "configs/text/lightning_arith.yaml", *cache_over],
+                       check=True, env=one_thread_env())
         (out / "cache_seconds.json").write_text(json.dumps(time.perf_counter() - t0))
     cache_file = out / "cache_seconds.json"
     cache_seconds = json.loads(cache_file.read_text()) if cache_file.is_file() else float("nan")
     jobs = [(name, seed) for _, name in recipes for seed in args.seeds]
     if not args.table_only:
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(lambda job: run_cached(out, job[0], job[1], [*common, *(cache_over if job[0] == "lightning_arith" else [])], args), jobs))
+        for name, seed in jobs:
+            run_cached(out, name, seed, [*common, *(cache_over if name == "lightning_arith" else [])], args)
     results = {}
     for label, name in recipes:
         runs = [json.loads((out / f"{name}_s{seed}" / "wall.json").read_text()) for seed in args.seeds
@@ -180,21 +191,23 @@ def write_table(out: Path, results: dict, experts: dict, cache_seconds: float, a
     base = results.get("opd_arith", (None, None))[1]
     step0 = statistics.mean(r["step_seconds"] for r in base) if base else None
     wall0 = statistics.mean(r["train_seconds"] for r in base) if base else None
+    cpu0 = statistics.mean(r["train_cpu_seconds"] for r in base) if base else None
     mem0 = statistics.mean(r["peak_rss_mb"] for r in base) if base else None
     rows = [
-        f"Budget: {args.steps} steps x {args.batch} prompts x 4 samples per run, seeds {args.seeds}, "
+        f"Budget: {args.steps} steps x {args.batch} prompts x {args.samples} samples per run, seeds {args.seeds}, "
         f"held-out = first {args.eval_size} arith eval prompts (greedy).",
         "",
-        "| recipe | config | held-out accuracy | reverse KL | train wall-clock / OPD | step time / OPD | peak RSS / OPD |",
-        "|---|---|---|---|---|---|---|",
+        "| recipe | config | held-out accuracy | reverse KL | train wall-clock / OPD | train CPU time / OPD | step time / OPD | peak RSS / OPD |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, (label, runs) in results.items():
         acc = mean_std([r["accuracy"] for r in runs])
         kl = mean_std([r["reverse_kl"] for r in runs])
         wall = statistics.mean(r["train_seconds"] for r in runs) / wall0 if wall0 else float("nan")
+        cpu = statistics.mean(r["train_cpu_seconds"] for r in runs) / cpu0 if cpu0 else float("nan")
         step = statistics.mean(r["step_seconds"] for r in runs) / step0 if step0 else float("nan")
         mem = statistics.mean(r["peak_rss_mb"] for r in runs) / mem0 if mem0 else float("nan")
-        rows.append(f"| {label} | `{name}.yaml` | {acc} | {kl} | {wall:.2f} | {step:.2f} | {mem:.2f} |")
+        rows.append(f"| {label} | `{name}.yaml` | {acc} | {kl} | {wall:.2f} | {cpu:.2f} | {step:.2f} | {mem:.2f} |")
     rows += ["", "Single models, greedy, same held-out prompts: " + ", ".join(f"`{k}` {v:.3f}" for k, v in experts.items()),
              f"Lightning cache written once in {cache_seconds:.1f} s (not included in its training wall-clock)."]
     (out / "table.md").write_text("\n".join(rows) + "\n")
