@@ -12,9 +12,10 @@ of `transcript.PlainFormat`:
   compounds errors -- the gap that multi-turn OPD closes.
 
 The tokenizer is word-level with a character fallback (a `tokenizers` WordPiece model without
-a continuation prefix): lower-case words seen in the expert data, with or without one leading
-space, are one token; anything else (digits, punctuation, unseen words) falls back to single
-characters, so every printable string round-trips exactly.
+a continuation prefix): lower-case words seen in the expert data, optionally with a `:number`
+tail (KeyDoor's exits `s:3`), with or without one leading space, are one token; anything else
+(digits, punctuation, unseen words) falls back to single characters, so every printable string
+round-trips exactly.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ from .episodes import Limits, env_factory, run_episodes, summarise
 from .transcript import PlainFormat, Transcript
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
-PRE_TOKEN = r" ?[a-z]+| ?[^a-z ]| "
+# A word is lower-case letters, optionally with a `:number` tail: a KeyDoor exit `s:3` is then
+# one token, so finding the exit to room r+1 is one attention lookup instead of matching digits
+# and copying the letter two positions before them (slow to learn: see docs/agent.md, Zoo).
+WORD = r" ?[a-z]+(?::[0-9]+)?"
+PRE_TOKEN = WORD + r"| ?[^a-z ]| "
 EVAL_SEED_START = 1_000_000  # the configs' env.eval_seed_start; zoo data never uses these seeds
 
 
@@ -93,7 +98,7 @@ ENTRIES = {
 # ------------------------------------------------------------------ tokenizer
 def build_tokenizer(texts: Sequence[str]) -> PreTrainedTokenizerFast:
     """Word-level tokens for the words in `texts`, single characters for everything else."""
-    words = Counter(w for t in texts for w in re.findall(r" ?[a-z]+", t))
+    words = Counter(w for t in texts for w in re.findall(WORD, t))
     chars = list(CHARSET)
     vocab: Dict[str, int] = {}
     for t in SPECIALS + chars + [" " + c for c in chars if c != " "] + sorted(w for w in words if len(w.strip()) > 1):
