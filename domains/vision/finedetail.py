@@ -1,12 +1,13 @@
-"""Built-in task `finedetail`: small glyphs in coloured boxes on a larger canvas.
+"""Built-in task `finedetail`: a small glyph in a coloured box on a larger canvas.
 
-Each canvas holds four boxes (red, green, blue, yellow), one per quadrant at a random offset,
-each framing one glyph: a digit, a letter (from a 3x5 pixel font, drawn at `GLYPH_SCALE`) or a
-shape. The question names a box by colour and the glyph's kind ("what digit is in the red box
-?"); the answer is one word; the box is the evidence region (`box`, pixels) and `task` is the
-glyph kind. At the student's input resolution the whole canvas is shrunk by CANVAS/32 and a glyph
-becomes a blurred 3x5 blob among three others, while the crop of its box is enlarged to the full
-input and reads easily: fine detail is degraded on the full image, legible on the crop.
+Each canvas holds `OBJECTS` boxes (red, green, blue, yellow), each in its own quadrant at a random
+offset, each framing one glyph drawn in the box's colour: a digit, a letter (from a 3x5 pixel
+font, drawn at `GLYPH_SCALE`) or a shape. The question names a box by colour and the glyph's kind
+("what digit is in the red box ?"); the answer is one word; the box is the evidence region
+(`box`, pixels) and `task` is the glyph kind. On the full image the glyph is small (9x15 px of a
+64 px canvas) and may sit anywhere, so reading it takes position-invariant fine-detail features;
+the crop of its box is centred and enlarged about 2x, so it reads easily. Both views hold the
+information: the full image is harder to read, not unreadable.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Dict, List, Tuple
 from PIL import Image, ImageDraw
 
 CANVAS = 64
-BOX = 16  # outer box size (px); the glyph sits inside a 2 px coloured frame
-GLYPH_SCALE = 2  # font pixel -> canvas pixels (a glyph is 6x10 px)
+BOX = 20  # outer box size (px); the glyph sits inside a 2 px coloured frame
+GLYPH_SCALE = 3  # font pixel -> canvas pixels (a glyph is 9x15 px)
+# one box: with four, a tiny student trained on full images with true labels stayed at chance
+# (it must bind the colour word to a frame and then read the glyph in it); see docs/vision.md
+OBJECTS = 1
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (230, 200, 0)}
 FONT = {
     "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
@@ -35,38 +39,40 @@ KINDS = {"digit": DIGITS, "letter": LETTERS, "shape": SHAPES}
 WORDS = ["what", "is", "in", "the", "box", "?", *KINDS, *COLOURS, *DIGITS, *LETTERS, *SHAPES]
 
 
-def draw_glyph(draw: ImageDraw.ImageDraw, name: str, x: int, y: int) -> None:
-    """A 3x5 font glyph or a shape, black, in the 6x10 cell whose top-left is (x, y)."""
+def draw_glyph(draw: ImageDraw.ImageDraw, name: str, x: int, y: int, fill=(0, 0, 0)) -> None:
+    """A 3x5 font glyph (each font pixel a `GLYPH_SCALE` square) or a shape, in colour `fill`, in
+    the 3s x 5s cell whose top-left is (x, y)."""
     s = GLYPH_SCALE
     if name in FONT:
         for i, bit in enumerate(FONT[name]):
             if bit == "1":
                 r, c = divmod(i, 3)
-                draw.rectangle([x + c * s, y + r * s, x + (c + 1) * s - 1, y + (r + 1) * s - 1], fill=(0, 0, 0))
+                draw.rectangle([x + c * s, y + r * s, x + (c + 1) * s - 1, y + (r + 1) * s - 1], fill=fill)
         return
-    # shapes fill an 8x8 square centred in the 6x10 glyph cell
+    # shapes fill a (3s+2) square centred in the glyph cell
     x0, y0, x1, y1 = x - 1, y + 1, x + 3 * s, y + 4 * s
     if name == "circle":
-        draw.ellipse([x0, y0, x1, y1], fill=(0, 0, 0))
+        draw.ellipse([x0, y0, x1, y1], fill=fill)
     elif name == "square":
-        draw.rectangle([x0 + 1, y0 + 1, x1 - 1, y1 - 1], fill=(0, 0, 0))
+        draw.rectangle([x0 + 1, y0 + 1, x1 - 1, y1 - 1], fill=fill)
     elif name == "triangle":
-        draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=(0, 0, 0))
+        draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=fill)
     else:
         mid_x, mid_y = (x0 + x1) // 2, (y0 + y1) // 2
-        draw.rectangle([mid_x - 1, y0, mid_x, y1], fill=(0, 0, 0))
-        draw.rectangle([x0, mid_y - 1, x1, mid_y], fill=(0, 0, 0))
+        draw.rectangle([mid_x - 1, y0, mid_x, y1], fill=fill)
+        draw.rectangle([x0, mid_y - 1, x1, mid_y], fill=fill)
 
 
 def render(rng: random.Random) -> Tuple[Image.Image, List[Dict]]:
-    """A canvas and its objects: `{colour, kind, glyph, box}` for each of the four boxes."""
+    """A canvas and its objects: `{colour, kind, glyph, box}` for each of the `OBJECTS` boxes."""
     image = Image.new("RGB", (CANVAS, CANVAS), tuple(rng.randint(225, 255) for _ in range(3)))
     draw = ImageDraw.Draw(image)
     half = CANVAS // 2
     colours = list(COLOURS)
     rng.shuffle(colours)
+    quadrants = rng.sample(range(4), OBJECTS)
     objects = []
-    for q, colour in enumerate(colours):
+    for q, colour in zip(quadrants, colours):
         x = (q % 2) * half + rng.randint(0, half - BOX)
         y = (q // 2) * half + rng.randint(0, half - BOX)
         draw.rectangle([x, y, x + BOX - 1, y + BOX - 1], outline=COLOURS[colour], width=2)
@@ -74,7 +80,7 @@ def render(rng: random.Random) -> Tuple[Image.Image, List[Dict]]:
         glyph = rng.choice(KINDS[kind])
         gx = x + (BOX - 3 * GLYPH_SCALE) // 2 + rng.randint(-1, 1)
         gy = y + (BOX - 5 * GLYPH_SCALE) // 2 + rng.randint(-1, 1)
-        draw_glyph(draw, glyph, gx, gy)
+        draw_glyph(draw, glyph, gx, gy, COLOURS[colour])
         objects.append({"colour": colour, "kind": kind, "glyph": glyph, "box": [x, y, x + BOX, y + BOX]})
     return image, objects
 

@@ -2,8 +2,9 @@
 larger, higher-resolution teacher for the separate-teacher (`view: full`) recipe.
 
 `uopd zoo build finedetail` writes `images/`, `train.jsonl`, `eval.jsonl` (held out: drawn from
-another seed), `student/` (32 px input; supervised mostly on crops, so its full-image reading
-lags: the gap Vision-OPD closes), `teacher/` (64 px input, wider; supervised on full images and crops alike) and
+another seed), `student/` (64 px input, 8 px patches, so a glyph stays legible on the full image;
+supervised mostly on crops, so its full-image reading lags: the gap Vision-OPD closes),
+`teacher/` (64 px input, 16 px patches, wider; supervised on full images and crops alike) and
 `card.json` with both models' held-out accuracies on full images and crops.
 """
 
@@ -41,7 +42,7 @@ class Recipe:
     batch: int = 64
 
 
-STUDENT = Recipe(TinySpec(image_size=32, patch_size=8), steps=600, crop_fraction=0.9)
+STUDENT = Recipe(TinySpec(image_size=64, patch_size=8), steps=800, crop_fraction=0.8)
 TEACHER = Recipe(TinySpec(image_size=64, patch_size=16, vision_hidden=96, text_hidden=96), steps=600, crop_fraction=0.5)
 N_TRAIN, N_EVAL = 4000, 400
 
