@@ -224,10 +224,11 @@ def write_plot(out: Path, results: dict) -> None:
         print("matplotlib is not installed (pip install unified_opd[bench]); no plot", file=sys.stderr)
         return
     fig, ax = plt.subplots(figsize=(9, 6))
-    for name, (label, runs) in results.items():
+    for i, (name, (label, runs)) in enumerate(results.items()):
         steps = [s for s, _ in runs[0]["curve"]]
-        accs = [statistics.mean(r["curve"][i][1] for r in runs if i < len(r["curve"])) for i in range(len(steps))]
-        ax.plot(steps, accs, marker="o", label=label)
+        accs = [statistics.mean(r["curve"][j][1] for r in runs if j < len(r["curve"])) for j in range(len(steps))]
+        # the colour cycle has 10 entries: a second line style keeps 19 recipes apart
+        ax.plot(steps, accs, marker="o", linestyle="-" if i < 10 else "--", label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("held-out accuracy (mean over seeds)")
     ax.legend(fontsize=7, ncol=2)
