@@ -311,8 +311,8 @@ class Trainer:
                     metrics[k] += v / (accum * updates)
                 if update == 0 and rollout.outcome is not None:
                     metrics["reward"] += float(rollout.outcome.float().mean()) / accum
-            grad_norm = self._optimizer_step(t.grad_clip)
-            if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
+            applied, grad_norm = self._optimizer_step(t.grad_clip)
+            if not applied:
                 return {"nonfinite": 1.0}
         self.scheduler.step()
         self.teacher.after_step(self.policy)
@@ -336,17 +336,17 @@ class Trainer:
         return rollout, teacher_dist, reference, None
 
     def _optimizer_step(self, clip: float):
-        """Clip and apply the accumulated gradients; a non-finite norm discards them instead."""
+        """Clip and apply the accumulated gradients -> (applied, grad norm); a non-finite norm
+        discards them instead."""
         with self._timed("update"):
             grad_norm = None
             if clip > 0:
                 grad_norm = self.accelerator.clip_grad_norm_(self.policy.train_module.parameters(), clip)
-            if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
-                self.optimizer.zero_grad(set_to_none=True)
-                return grad_norm
-            self.optimizer.step()
+            applied = grad_norm is None or bool(torch.isfinite(torch.as_tensor(grad_norm)))
+            if applied:
+                self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm
+        return applied, grad_norm
 
     def train(self) -> Dict[str, Any]:
         """Run to `trainer.max_steps` (or the time limit); returns before/after eval and timings."""
