@@ -55,6 +55,17 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_text, tmp_path
         assert torch.equal(a[k], b[k]), k
 
 
+def test_time_budget_spans_resumed_launches(tiny_text, tmp_path):
+    out = tmp_path / "run"
+    _train(tiny_text, out, **{"trainer.max_steps": 3, "trainer.save_every": 3})
+    (out / "final").rename(tmp_path / "discarded")
+    used = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])["state"]["train_seconds"]
+    assert used > 0
+    # a budget the first launch already spent: the resumed launch stops after one step
+    s = _train(tiny_text, out, **{"trainer.max_steps": 6, "trainer.max_time_minutes": 0.99 * used / 60})
+    assert s["steps"] == 4 and s["steps_this_run"] == 1
+
+
 def test_tokenizer_mismatch_is_a_clear_error(tiny_text, tmp_path):
     odd = save_tiny_lm(tmp_path / "odd_teacher", vocab_extra=3)
     with pytest.raises(UserError, match="teacher.path: vocabulary size"):

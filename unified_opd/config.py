@@ -60,12 +60,12 @@ class TrainerConfig:
     """The training loop, checkpoints and logging."""
 
     max_steps: int = 200
-    max_time_minutes: float = 0.0  # stop after this much training wall-clock time (0 = no limit)
+    max_time_minutes: float = 0.0  # stop after this much training wall-clock time, summed over resumes (0 = no limit)
     lr: float = 1e-4
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # constant | linear | cosine (after warm-up)
+    lr_schedule: str = "constant"  # constant | linear | cosine (after warm-up; ends with max_steps or the time budget)
     grad_clip: float = 1.0  # max global grad norm (0 = off)
     grad_accum: int = 1  # micro-steps (rollout batches) per optimiser step
     updates_per_rollout: int = 1  # optimiser updates on each step's rollouts (PPO epochs); >1 reuses them with objective.clip_eps

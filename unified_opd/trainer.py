@@ -56,7 +56,12 @@ def build_objective(cfg: DictConfig) -> Objective:
     )
 
 
-def _lr_lambda(t: DictConfig):
+def _lr_lambda(t: DictConfig, time_fraction=lambda: 0.0):
+    """LR multiplier per step: linear warm-up, then the schedule over the rest of the run.
+
+    With a time budget (`trainer.max_time_minutes`) the run may stop long before `max_steps`, so
+    the schedule's progress is the larger of the step fraction and `time_fraction()` (training
+    time used / budget): a cosine then reaches 0 when the budget ends, on any machine."""
     warm, total, kind = t.warmup_steps, max(1, t.max_steps), t.lr_schedule
     if kind not in ("constant", "linear", "cosine"):
         raise ConfigError(f"trainer.lr_schedule: expected constant, linear or cosine, got {kind!r}")
@@ -64,7 +69,7 @@ def _lr_lambda(t: DictConfig):
     def f(step: int) -> float:
         if warm and step < warm:
             return (step + 1) / warm
-        frac = min(1.0, (step - warm) / max(1, total - warm))
+        frac = min(1.0, max((step - warm) / max(1, total - warm), time_fraction()))
         if kind == "linear":
             return 1.0 - frac
         if kind == "cosine":
@@ -116,7 +121,10 @@ class Trainer:
             if t[key] < 1:
                 raise ConfigError(f"trainer.{key}: expected an integer >= 1, got {t[key]}")
         self.callbacks = build_callbacks(list(OmegaConf.to_container(t.callbacks)))
-        lr_lambda = _lr_lambda(t)
+        # training seconds of earlier launches (restored on resume): the time budget spans them
+        self.train_seconds_before = 0.0
+        self._segment_start: Optional[float] = None
+        lr_lambda = _lr_lambda(t, self._time_fraction)
         self.resume_from = self._check_output_dir()
         set_seed(t.seed)
         self.domain = get_domain(cfg.domain)
@@ -151,6 +159,14 @@ class Trainer:
         self.step_times: Dict[str, float] = defaultdict(float)
         self._sync_timings = bool(t.profile) and torch.cuda.is_available()  # exact GPU phase times
         self._tb = None
+
+    def _train_seconds(self) -> float:
+        running = 0.0 if self._segment_start is None else time.perf_counter() - self._segment_start
+        return self.train_seconds_before + running
+
+    def _time_fraction(self) -> float:
+        budget = 60.0 * self.cfg.trainer.max_time_minutes
+        return self._train_seconds() / budget if budget > 0 else 0.0
 
     # ------------------------------------------------------------------ output dir / resume
     def _check_output_dir(self) -> Optional[Path]:
@@ -192,6 +208,7 @@ class Trainer:
         if data["teacher"] is not None:
             self.teacher.load_state(data["teacher"])
         self.history = state.get("history", {})
+        self.train_seconds_before = float(state.get("train_seconds", 0.0))
         self.step = int(state["step"])
         ckpt.restore_rng(data["rng_tensors"], state["rng"])
         console.print(f"[cyan]resumed[/cyan] from {path} at step {self.step}")
@@ -204,6 +221,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "data": self.data.state(),
                 "history": self.history,
+                "train_seconds": self._train_seconds(),
             }
             ckpt.save_checkpoint(
                 self.ckpt_dir,
@@ -361,7 +379,7 @@ class Trainer:
         # step must see only its own, or it differs between a fresh and a resumed launch
         self.optimizer.zero_grad(set_to_none=True)
         nonfinite = 0
-        t_start = time.perf_counter()
+        t_start = self._segment_start = time.perf_counter()
         show = self.accelerator.is_main_process
         columns = [
             TextColumn("[bold]train"),
@@ -399,7 +417,7 @@ class Trainer:
                 bar.update(task, completed=self.step, info=info)
                 if t.eval_every and self.step % t.eval_every == 0 and self.step < t.max_steps:
                     self._evaluate(f"step_{self.step}")
-                out_of_time = t.max_time_minutes > 0 and (time.perf_counter() - t_start) > 60 * t.max_time_minutes
+                out_of_time = t.max_time_minutes > 0 and self._time_fraction() >= 1.0
                 if (t.save_every and self.step % t.save_every == 0) or stop.requested or out_of_time:
                     self._save()
                 if stop.requested:
@@ -409,6 +427,7 @@ class Trainer:
                     console.print(f"[yellow]time limit[/yellow] trainer.max_time_minutes={t.max_time_minutes} reached")
                     break
         train_seconds = time.perf_counter() - t_start
+        self.train_seconds_before, self._segment_start = self._train_seconds(), None  # the final eval is not training
         after = self._evaluate("after")
         self._save()
         if self.accelerator.is_main_process:
