@@ -18,13 +18,14 @@ from unified_opd.cli import main as cli_main
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for
 from unified_opd.domains.text.generation import Sampling
+from unified_opd.domains.vision import finedetail
 from unified_opd.domains.vision.config import DataConfig, TeacherConfig
 from unified_opd.domains.vision.crops import BoxError, Cropper, clip, crop_box, crop_image, grow, slide_inside, to_pixels
 from unified_opd.domains.vision.data import load_image, load_records
 from unified_opd.domains.vision.generation import ViewBuilder
 from unified_opd.domains.vision.models import load_vision_lm
 from unified_opd.domains.vision.policy import VisionPolicy, VisionTeacher, ema_update
-from unified_opd.domains.vision.tiny import build_processor, build_tokenizer, save_tiny
+from unified_opd.domains.vision.tiny import TinySpec, build_processor, build_tokenizer, save_tiny
 from unified_opd.errors import UserError
 from unified_opd.trainer import Trainer
 
@@ -68,6 +69,49 @@ def test_crop_image_content_and_upscale():
     out = crop_image(image, (4, 1, 8, 5), 1.0)
     assert out.size == (4, 4) and out.getpixel((1, 1)) == (255, 0, 0)
     assert crop_image(image, (4, 1, 8, 5), 2.5).size == (10, 10)
+
+
+# ------------------------------------------------------------------ finedetail task
+
+
+def test_held_out_pairs_are_a_fifth_of_each_glyph_and_position():
+    pairs = [(x, y, g) for x in finedetail.GRID for y in finedetail.GRID for g in finedetail.GLYPHS]
+    held = [(x, y, g) for x, y, g in pairs if finedetail.held_out_pair(x, y, g)]
+    assert len(held) * 5 == len(pairs)
+    for g in finedetail.GLYPHS:
+        assert sum(h[2] == g for h in held) == len(finedetail.GRID) ** 2 // 5
+    for x in finedetail.GRID:
+        for y in finedetail.GRID:
+            assert 0 < sum(h[:2] == (x, y) for h in held) < len(finedetail.GLYPHS)
+
+
+def test_finedetail_splits_are_disjoint_and_glyph_cells_sit_on_the_patch_grid(tmp_path):
+    split = {}
+    for held_out in (True, False):
+        recs = finedetail.make_records(40, seed=3, image_dir=tmp_path / "images", prefix=f"h{held_out}", held_out=held_out)
+        for r in recs:
+            x0, y0, x1, y1 = r["box"]
+            cell = (x0 + finedetail.FRAME, y0 + finedetail.FRAME)
+            assert cell[0] % finedetail.PATCH == 0 and cell[1] % finedetail.PATCH == 0
+            assert 0 <= x0 and x1 <= finedetail.CANVAS and 0 <= y0 and y1 <= finedetail.CANVAS
+            assert finedetail.held_out_pair(*cell, r["answer"]) == held_out
+            image = Image.open(tmp_path / r["image"]).convert("RGB")
+            assert len(image.crop(r["box"]).getcolors()) > 1  # the frame and glyph are in the box
+            left = image.crop((0, 0, x0, finedetail.CANVAS))
+            assert len(left.getcolors()) == 1  # plain background outside it
+        split[held_out] = {(*r["box"][:2], r["answer"]) for r in recs}
+    assert not split[True] & split[False]
+
+
+def test_tiny_init_std_sets_every_projection_init():
+    tok = build_tokenizer(finedetail.WORDS)
+    for std in (0.02, 0.1):
+        torch.manual_seed(0)
+        model = TinySpec(image_size=16, patch_size=8, init_std=std).build(tok)
+        w = dict(model.named_parameters())
+        for name in ("model.vision_tower.embeddings.patch_embedding.weight", "model.multi_modal_projector.linear_1.weight",
+                     "model.language_model.layers.0.self_attn.v_proj.weight", "lm_head.weight"):
+            assert abs(w[name].std().item() - std) < 0.25 * std, (name, std)
 
 
 def test_ema_update_formula():

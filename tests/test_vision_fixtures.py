@@ -51,8 +51,8 @@ def save_image_dependent(path: Path, spec: TinySpec, seed: int, scale: float = 8
 def tiny_vision(tmp_path_factory):
     """student/ (16 px), teacher/ (32 px, wider), train.jsonl, eval.jsonl and images/."""
     root = tmp_path_factory.mktemp("tiny_vision")
-    write_records(root / "train.jsonl", finedetail.make_records(48, seed=1, image_dir=root / "images", prefix="train"))
-    write_records(root / "eval.jsonl", finedetail.make_records(12, seed=2, image_dir=root / "images", prefix="eval"))
+    write_records(root / "train.jsonl", finedetail.make_records(48, seed=1, image_dir=root / "images", prefix="train", held_out=False))
+    write_records(root / "eval.jsonl", finedetail.make_records(12, seed=2, image_dir=root / "images", prefix="eval", held_out=True))
     save_image_dependent(root / "student", STUDENT, seed=0)
     save_tiny(root / "teacher", TEACHER, finedetail.WORDS, seed=1)
     return root

@@ -1,13 +1,14 @@
 """Built-in task `finedetail`: a small glyph in a coloured box on a larger canvas.
 
-Each canvas holds `OBJECTS` boxes (red, green, blue, yellow), each in its own quadrant at a random
-offset, each framing one glyph drawn in the box's colour: a digit, a letter (from a 3x5 pixel
-font, drawn at `GLYPH_SCALE`) or a shape. The question names a box by colour and the glyph's kind
-("what digit is in the red box ?"); the answer is one word; the box is the evidence region
-(`box`, pixels) and `task` is the glyph kind. On the full image the glyph is small (9x15 px of a
-64 px canvas) and may sit anywhere, so reading it takes position-invariant fine-detail features;
-the crop of its box is centred and enlarged about 2x, so it reads easily. Both views hold the
-information: the full image is harder to read, not unreadable.
+Each canvas holds one box (red, green, blue or yellow) framing one glyph drawn in the box's
+colour: a digit, a letter (from a 3x5 pixel font, drawn at `GLYPH_SCALE`) or a shape. The
+question names the box by colour and the glyph's kind ("what digit is in the red box ?"); the
+answer is one word; the box is the evidence region (`box`, pixels) and `task` is the glyph kind.
+On the full image the glyph is small (9x15 px of a 64 px canvas: each font pixel is a fraction of
+an 8 px patch) and may sit at any of `len(GRID) ** 2` places; the crop of its box is centred and
+enlarged about 2x. Both views hold the information: which one a model reads well depends on
+which one it was trained on (see docs/vision.md). The held-out split shows each glyph only at
+positions where the training split never has it (`held_out_pair`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from typing import Dict, List, Tuple
 from PIL import Image, ImageDraw
 
 CANVAS = 64
-BOX = 20  # outer box size (px); the glyph sits inside a 2 px coloured frame
+PATCH = 8  # the zoo student's patch size (px)
+CELL = 16  # the glyph's cell: 2x2 patches
+FRAME = 2  # the box is the cell grown by FRAME px: a 1 px gap and a 1 px coloured line
 GLYPH_SCALE = 3  # font pixel -> canvas pixels (a glyph is 9x15 px)
-# one box: with four, a tiny student trained on full images with true labels stayed at chance
-# (it must bind the colour word to a frame and then read the glyph in it); see docs/vision.md
-OBJECTS = 1
+# cell corners on the patch grid (8..40 px): a glyph looks the same to a patch embedding
+# wherever it sits, so reading the full image is learnable by a tiny ViT in a few hundred steps;
+# at arbitrary offsets it barely was (docs/vision.md). The frame stays inside the canvas.
+GRID = list(range(PATCH, CANVAS - CELL - FRAME + 1, PATCH))
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (230, 200, 0)}
 FONT = {
     "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
@@ -36,6 +40,7 @@ DIGITS = [c for c in FONT if c.isdigit()]
 LETTERS = [c for c in FONT if c.isalpha()]
 SHAPES = ["circle", "square", "triangle", "cross"]
 KINDS = {"digit": DIGITS, "letter": LETTERS, "shape": SHAPES}
+GLYPHS = [*DIGITS, *LETTERS, *SHAPES]
 WORDS = ["what", "is", "in", "the", "box", "?", *KINDS, *COLOURS, *DIGITS, *LETTERS, *SHAPES]
 
 
@@ -63,36 +68,37 @@ def draw_glyph(draw: ImageDraw.ImageDraw, name: str, x: int, y: int, fill=(0, 0,
         draw.rectangle([x0, mid_y - 1, x1, mid_y], fill=fill)
 
 
-def render(rng: random.Random) -> Tuple[Image.Image, List[Dict]]:
-    """A canvas and its objects: `{colour, kind, glyph, box}` for each of the `OBJECTS` boxes."""
+def held_out_pair(x: int, y: int, glyph: str) -> bool:
+    """Whether the glyph at cell corner (x, y) is reserved for the held-out split: one (position,
+    glyph) pair in five, in a Latin pattern so each glyph is held out at 5 of the 25 positions
+    and each position holds out a fifth of the glyphs. Held-out records show every glyph only
+    where no training image had it, so full-image reading must be position-invariant."""
+    return (GRID.index(x) + 2 * GRID.index(y) + GLYPHS.index(glyph)) % 5 == 0
+
+
+def render(rng: random.Random, held_out: bool) -> Tuple[Image.Image, Dict]:
+    """A canvas and its object `{colour, kind, glyph, box}`, at a (position, glyph) pair of the
+    held-out split or of the training split."""
     image = Image.new("RGB", (CANVAS, CANVAS), tuple(rng.randint(225, 255) for _ in range(3)))
     draw = ImageDraw.Draw(image)
-    half = CANVAS // 2
-    colours = list(COLOURS)
-    rng.shuffle(colours)
-    quadrants = rng.sample(range(4), OBJECTS)
-    objects = []
-    for q, colour in zip(quadrants, colours):
-        x = (q % 2) * half + rng.randint(0, half - BOX)
-        y = (q // 2) * half + rng.randint(0, half - BOX)
-        draw.rectangle([x, y, x + BOX - 1, y + BOX - 1], outline=COLOURS[colour], width=2)
-        kind = rng.choice(list(KINDS))
-        glyph = rng.choice(KINDS[kind])
-        gx = x + (BOX - 3 * GLYPH_SCALE) // 2 + rng.randint(-1, 1)
-        gy = y + (BOX - 5 * GLYPH_SCALE) // 2 + rng.randint(-1, 1)
-        draw_glyph(draw, glyph, gx, gy, COLOURS[colour])
-        objects.append({"colour": colour, "kind": kind, "glyph": glyph, "box": [x, y, x + BOX, y + BOX]})
-    return image, objects
+    colour = rng.choice(list(COLOURS))
+    kind = rng.choice(list(KINDS))
+    glyph = rng.choice(KINDS[kind])
+    x, y = rng.choice([(x, y) for x in GRID for y in GRID if held_out_pair(x, y, glyph) == held_out])
+    x0, y0, x1, y1 = x - FRAME, y - FRAME, x + CELL + FRAME, y + CELL + FRAME
+    draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=COLOURS[colour], width=1)
+    draw_glyph(draw, glyph, x + (CELL - 3 * GLYPH_SCALE) // 2, y + (CELL - 5 * GLYPH_SCALE) // 2, COLOURS[colour])
+    return image, {"colour": colour, "kind": kind, "glyph": glyph, "box": [x0, y0, x1, y1]}
 
 
-def make_records(n: int, seed: int, image_dir: Path, prefix: str) -> List[Dict]:
-    """`n` records with their PNGs written to `image_dir` (paths relative to its parent)."""
+def make_records(n: int, seed: int, image_dir: Path, prefix: str, held_out: bool) -> List[Dict]:
+    """`n` records of the held-out or training split with their PNGs written to `image_dir`
+    (paths relative to its parent)."""
     rng = random.Random(seed)
     image_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(n):
-        image, objects = render(rng)
-        target = rng.choice(objects)
+        image, target = render(rng, held_out)
         name = f"{prefix}_{i:05d}.png"
         image.save(image_dir / name)
         records.append(

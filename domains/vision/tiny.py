@@ -73,6 +73,9 @@ class TinySpec:
     text_hidden: int = 64
     text_layers: int = 2
     heads: int = 4
+    # weight init std of every linear/embedding (transformers' default 0.02 is sized for wide
+    # models; at width 64 it shrinks each projection ~6x, so the image path starts near zero)
+    init_std: float = 0.02
 
     @property
     def image_tokens(self) -> int:
@@ -86,6 +89,7 @@ class TinySpec:
             num_attention_heads=self.heads,
             image_size=self.image_size,
             patch_size=self.patch_size,
+            initializer_range=self.init_std,
         )
         text = LlamaConfig(
             vocab_size=len(tokenizer),
@@ -98,6 +102,7 @@ class TinySpec:
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
+            initializer_range=self.init_std,
         )
         cfg = LlavaConfig(
             vision_config=vision,
