@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from pathlib import Path
 
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for
 from unified_opd.trainer import Trainer
 
-CONFIG = "configs/vision/vision_opd_finedetail.yaml"
+CONFIG = str(Path(__file__).resolve().parents[1] / "configs/vision/vision_opd_finedetail.yaml")
 
 
 def gap_closed(before: dict, after: dict) -> float:
