@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for
 from unified_opd.evaluate import run_eval
@@ -24,11 +26,22 @@ from unified_opd.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"keydoor": "configs/agent/opd_keydoor.yaml", "shop": "configs/agent/opd_shop.yaml"}
-TURNS = {"keydoor": 12, "shop": 8}  # the configs' rollout.max_turns: TCOD grows k up to it
+
+
+def config(env: str):
+    return OmegaConf.load(ROOT / CONFIGS[env])
+
+
+def max_turns(env: str) -> int:
+    """The config's `rollout.max_turns`: TCOD grows k up to it."""
+    turns = config(env).rollout.max_turns
+    if not turns:
+        raise SystemExit(f"{CONFIGS[env]}: rollout.max_turns must be set for the TCOD schedule")
+    return int(turns)
 
 
 def methods(env: str) -> dict:
-    tcod = f"{{name: tcod, k0: 2, k_max: {TURNS[env]}, ramp: 0.5}}"
+    tcod = f"{{name: tcod, k0: 2, k_max: {max_turns(env)}, ramp: 0.5}}"
     sod = "{name: sod, tau: 0.2}"
     return {"OPD": "[]", "TCOD": f"[{tcod}]", "SOD": f"[{sod}]", "TCOD+SOD": f"[{tcod}, {sod}]"}
 
@@ -72,19 +85,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--envs", nargs="+", default=["keydoor", "shop"], choices=sorted(CONFIGS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=0, help="training steps per run (0: each config's trainer.max_steps)")
     p.add_argument("--episodes", type=int, default=100, help="held-out episodes per evaluation")
     p.add_argument("--runs", default="runs/bench_agent")
     p.add_argument("--out", default="docs/benchmarks/agent.md")
     args = p.parse_args()
     t0 = time.time()
-    rows = []
+    rows, steps = [], {}
     for env in args.envs:
         base = baseline(env, args.episodes, Path(args.runs) / env / "baseline.json")
         results = {}
+        steps[env] = args.steps or int(config(env).trainer.max_steps)
         for name, weights in methods(env).items():
             results[name] = [
-                train_once(env, weights, seed, args.steps, args.episodes, Path(args.runs) / env / f"{name}_s{seed}")["after"]["success_rate"]
+                train_once(env, weights, seed, steps[env], args.episodes, Path(args.runs) / env / f"{name}_s{seed}")["after"]["success_rate"]
                 for seed in args.seeds
             ]
             print(f"{env} {name}: {results[name]}", file=sys.stderr)
@@ -93,11 +107,12 @@ def main() -> int:
         gap = (opd - before) / (teacher - before) if teacher > before else float("nan")
         rows.append((env, before, results, teacher, gap))
     minutes = (time.time() - t0) / 60
+    budget = ", ".join(f"{env} {steps[env]} steps x {config(env).rollout.batch_size} episodes" for env in args.envs)
     lines = [
         "# Agent domain: multi-turn OPD, TCOD and SOD",
         "",
         f"Greedy success rate on {args.episodes} held-out env seeds, mean ± std over training seeds "
-        f"{args.seeds}; every method used the same rollout budget ({args.steps} steps x 16 episodes, "
+        f"{args.seeds}; every method used the same rollout budget ({budget}, "
         "sampled at temperature 1) and the JSD divergence (β = 0.5). TCOD: `k0=2`, k grows to the turn "
         "limit over the first half of training; SOD: `tau=0.2`. Gap closed = (OPD − student) / (teacher − student).",
         "",
@@ -109,7 +124,7 @@ def main() -> int:
         lines.append(f"| {env} | {before:.2f} | {cells} | {teacher:.2f} | {100 * gap:.0f}% |")
     lines += [
         "",
-        f"Made with `python benchmarks/agent_tcod_sod.py --steps {args.steps} --episodes {args.episodes} "
+        f"Made with `python benchmarks/agent_tcod_sod.py --envs {' '.join(args.envs)} --steps {args.steps} --episodes {args.episodes} "
         f"--seeds {' '.join(map(str, args.seeds))}` on a shared 2-core CPU ({minutes:.0f} minutes), "
         "with the zoo models of `uopd zoo build keydoor` and `uopd zoo build shop`.",
         "",

@@ -7,10 +7,15 @@ get the numbers after the goal. Every key opens the one door of its colour.
 
 Observation (one line)::
 
-    [feedback. ]room 2 (goal 5). doors: n:3(locked red) e:7. items: red key. inv: -
+    [feedback. ]room 2 (goal 5). doors: n:3(locked red) e:7. items: red key. inv: -. way: n(locked red)
 
 `doors` lists `direction:room` for every exit, `items` the keys lying here, `inv` the keys
-held (`-` for none). Feedback is `took red key`, `opened n`, or an error such as
+held (`-` for none), `way` the door on the way to the goal (a signpost, with its lock if any;
+`signpost=False` leaves it out, so the agent must work the way out from the room numbers).
+The signpost is on by default because finding "the exit to room r+1" among the doors is a
+lookup the zoo's small CPU-trained transformers do not learn in their budget (docs/agent.md,
+Zoo), while fetching the right key, opening and walking through in order -- and recovering
+after a wrong turn -- remains the multi-step task. Feedback is `took red key`, `opened n`, or an error such as
 `invalid action`, `no door s`, `n is locked`, `no blue key here`, `need red key`.
 On reaching the goal the observation is `room 5. goal reached.`
 
@@ -47,6 +52,7 @@ class KeyDoorEnv(TextEnv):
         key_distance: int = 0,
         max_turns: int | None = None,
         invalid_penalty: float = 0.1,
+        signpost: bool = True,
         render_mode: str | None = None,
     ):
         if depth < 1:
@@ -61,6 +67,7 @@ class KeyDoorEnv(TextEnv):
         self.depth = depth
         self.side_rooms = side_rooms
         self.key_distance = key_distance
+        self.signpost = signpost
 
     def _start(self) -> str:
         self._generate()
@@ -148,7 +155,12 @@ class KeyDoorEnv(TextEnv):
         items = ", ".join(f"{c} key" for c in self.items.get(self.room, [])) or "-"
         inv = ", ".join(f"{c} key" for c in self.inventory) or "-"
         prefix = f"{feedback}. " if feedback else ""
-        return f"{prefix}room {self.room} (goal {self.goal}). doors: {' '.join(doors)}. items: {items}. inv: {inv}"
+        text = f"{prefix}room {self.room} (goal {self.goal}). doors: {' '.join(doors)}. items: {items}. inv: {inv}"
+        if self.signpost:
+            d, nxt = self._toward_goal[self.room]
+            lock = self.locks.get(frozenset((self.room, nxt)))
+            text += f". way: {d}" + (f"(locked {lock})" if lock else "")
+        return text
 
     def _act(self, action: str) -> tuple[str, float, bool]:
         words = action.lower().split()

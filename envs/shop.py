@@ -9,14 +9,16 @@ options.
 Observations start with the task and show the current page::
 
     task: buy cotton shirt, red, size m, under $30. page: search
-    task: ... results: p41 cotton shirt $24; p17 cotton shirt $38; p63 wool shirt $12
-    task: ... p41 cotton shirt $24. color: red|blue. size: s|m|l. chosen: red
-    bought p41 cotton shirt (red, m) for $24. reward 1.00
+    task: ... results: [1] cotton shirt $24; [2] cotton shirt $38; [3] wool shirt $12
+    task: ... cotton shirt $24. color: red|blue. size: s|m|l. chosen: red
+    bought cotton shirt (red, m) for $24. reward 1.00
 
 Errors are prefixed: `invalid action. task: ...`.
 
 Actions: `search <words>` (search page only; results are the products sharing most words
-with the query, at most `n_results`), `click <id>` (a product shown in the results),
+with the query, at most `n_results`, cheapest first), `click <n>` (the n-th result; a
+position rather than a product id, because copying ids is what the zoo's small CPU-trained
+agents fail to learn, see docs/agent.md, Zoo),
 `select <value>` (an option value of the open product; replaces the earlier choice of that
 option), `buy` (on a product page; ends the episode), `back` (product -> results -> search).
 
@@ -49,7 +51,6 @@ TYPES = {
 
 @dataclass(eq=False)
 class Product:
-    pid: str
     kind: str
     attribute: str
     price: int
@@ -101,11 +102,10 @@ class ShopEnv(TextEnv):
         if sizes:
             self.want["size"] = sizes[int(rng.integers(len(sizes)))]
 
-        ids = [f"p{int(i)}" for i in rng.choice(90, size=self.n_products, replace=False) + 10]
-        self.target = Product(ids[0], kind, attribute, price, self._options(kind, self.want))
+        self.target = Product(kind, attribute, price, self._options(kind, self.want))
         self.catalogue = [self.target]
         lookalikes = 0
-        for pid in ids[1:]:
+        for _ in range(self.n_products - 1):
             other = kinds[int(rng.integers(len(kinds)))]
             other_attrs, _, (lo, hi) = TYPES[other]
             other_attr = other_attrs[int(rng.integers(len(other_attrs)))]
@@ -118,7 +118,7 @@ class ShopEnv(TextEnv):
                 else:
                     lo, hi = self.budget + 1, self.budget + 30
             cost = int(rng.integers(lo, hi))
-            self.catalogue.append(Product(pid, other, other_attr, cost, self._options(other, {})))
+            self.catalogue.append(Product(other, other_attr, cost, self._options(other, {})))
 
     def _options(self, kind: str, must: dict[str, str]) -> dict[str, list[str]]:
         rng = self.np_random
@@ -141,12 +141,12 @@ class ShopEnv(TextEnv):
         if self.page == "search":
             body = "page: search"
         elif self.page == "results":
-            body = "results: " + ("; ".join(f"{p.pid} {p.title} ${p.price}" for p in self.results) or "none")
+            body = "results: " + ("; ".join(f"[{i}] {p.title} ${p.price}" for i, p in enumerate(self.results, 1)) or "none")
         else:
             p = self.product
             opts = " ".join(f"{dim}: {'|'.join(values)}." for dim, values in p.options.items())
             chosen = ", ".join(self.chosen[d] for d in p.options if d in self.chosen) or "-"
-            body = f"{p.pid} {p.title} ${p.price}. {opts} chosen: {chosen}"
+            body = f"{p.title} ${p.price}. {opts} chosen: {chosen}"
         return f"{prefix}{self._task()} {body}"
 
     def _act(self, action: str) -> tuple[str, float, bool]:
@@ -154,11 +154,9 @@ class ShopEnv(TextEnv):
         arg = arg.strip()
         if verb == "search" and arg and self.page == "search":
             return self._search(arg.split())
-        if verb == "click" and self.page == "results":
-            for p in self.results:
-                if p.pid == arg:
-                    self.page, self.product, self.chosen = "product", p, {}
-                    return self._describe(), 0.0, False
+        if verb == "click" and self.page == "results" and arg.isdigit() and 1 <= int(arg) <= len(self.results):
+            self.page, self.product, self.chosen = "product", self.results[int(arg) - 1], {}
+            return self._describe(), 0.0, False
         if verb == "select" and self.page == "product":
             for dim, values in self.product.options.items():
                 if arg in values:
@@ -187,13 +185,13 @@ class ShopEnv(TextEnv):
         reward = type_factor * hits / (len(self.want) + 2)
         self._success = reward == 1.0
         chosen = ", ".join(self.chosen[d] for d in p.options if d in self.chosen) or "no options"
-        return f"bought {p.pid} {p.title} ({chosen}) for ${p.price}. reward {reward:.2f}", reward, True
+        return f"bought {p.title} ({chosen}) for ${p.price}. reward {reward:.2f}", reward, True
 
     def expert_action(self) -> str:
         if self.page == "search":
             return f"search {self.target.attribute} {self.target.kind}"
         if self.page == "results":
-            return f"click {self.target.pid}" if self.target in self.results else "back"
+            return f"click {self.results.index(self.target) + 1}" if self.target in self.results else "back"
         if self.product is not self.target:
             return "back"
         for dim, value in self.want.items():

@@ -203,11 +203,27 @@ def test_sync_vector_env_runs_experts_to_success(env_id, kwargs):
 def test_keydoor_observation_grammar():
     env = gym.make("uopd/KeyDoor-v0", depth=3).unwrapped
     obs, _ = env.reset(seed=0)
-    assert obs.startswith("room 0 (goal ") and " doors: " in obs and " items: " in obs and " inv: -" in obs
-    assert len(obs) < 160
+    assert obs.startswith("room 0 (goal ") and " doors: " in obs and " items: " in obs and " inv: -. way: " in obs
+    assert len(obs) < 180
     missing = next(d for d in "nesw" if d not in env.exits[env.room])
     obs, reward, *_ = env.step(f"go {missing}")
     assert obs.startswith("no door ") and reward == -env.invalid_penalty
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_keydoor_signpost_names_the_experts_door(seed):
+    env = gym.make("uopd/KeyDoor-v0", depth=7, max_turns=100).unwrapped
+    obs, _ = env.reset(seed=seed)
+    while True:
+        way = obs.rsplit(" way: ", 1)[1]
+        action = env.expert_action()
+        if not action.startswith("take"):  # go / open name the signposted door
+            assert way.startswith(action.split()[1])
+        assert ("(locked" in way) == action.startswith(("take", "open"))
+        obs, _, terminated, _, _ = env.step(action)
+        if terminated:
+            break
+    assert " way: " not in gym.make("uopd/KeyDoor-v0", signpost=False).reset(seed=seed)[0]
 
 
 def test_shop_partial_reward_without_options():
@@ -222,12 +238,24 @@ def test_shop_partial_reward_without_options():
         assert obs.startswith("bought ")
 
 
+def test_shop_click_takes_a_result_number():
+    env = gym.make("uopd/Shop-v0").unwrapped
+    env.reset(seed=3)
+    obs, *_ = env.step(env.expert_action())
+    assert obs.split("results: ")[1].startswith("[1] ")
+    for bad in ("click 0", f"click {len(env.results) + 1}", "click p1", "click"):
+        obs, reward, *_ = env.step(bad)
+        assert obs.startswith("invalid action. ") and reward == -env.invalid_penalty
+    obs, *_ = env.step("click 2")
+    assert env.page == "product" and env.product is env.results[1]
+
+
 def test_shop_wrong_type_is_mostly_penalised():
     env = gym.make("uopd/Shop-v0", n_products=30).unwrapped
     env.reset(seed=4)
     other = next(p for p in env.catalogue if p.kind != env.target.kind)
     env.step(f"search {other.attribute} {other.kind}")
-    env.step(f"click {other.pid}")
+    env.step(f"click {env.results.index(other) + 1}")
     _, reward, terminated, _, _ = env.step("buy")
     assert terminated and 0 <= reward <= 0.1
 
