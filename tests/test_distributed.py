@@ -1,8 +1,14 @@
 """`accelerate launch --multi_gpu --num_processes 2` on a CPU-only machine (gloo): the same loop trains and both ranks end
-with identical weights (gradients were all-reduced)."""
+with identical weights (gradients were all-reduced).
+
+The run has a time budget and a linear LR schedule, and rank 1's clock runs three times as fast as
+rank 0's: the ranks must still agree on every step's learning rate and on the step they stop at,
+or the weights would differ (different LRs) or rank 0 would hang in an all-reduce rank 1 never
+joins."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +23,10 @@ def test_two_process_cpu_run(tiny_text, tmp_path):
     out = tmp_path / "ddp"
     script = tmp_path / "run.py"
     script.write_text(
-        "import sys, torch\n"
+        "import json, os, sys, time, torch\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    real = time.perf_counter\n"
+        "    time.perf_counter = lambda: 3.0 * real()\n"
         "from unified_opd.config import load_config\n"
         "from unified_opd.domain import schema_for\n"
         "from unified_opd.trainer import Trainer\n"
@@ -26,15 +35,22 @@ def test_two_process_cpu_run(tiny_text, tmp_path):
         "from safetensors.torch import save_file\n"
         "sd = {k: v.contiguous().clone() for k, v in t.policy.module.state_dict().items()}\n"
         f"save_file(sd, '{tmp_path}/rank%d.safetensors' % t.accelerator.process_index)\n"
+        f"open('{tmp_path}/rank%d.json' % t.accelerator.process_index, 'w').write(json.dumps([t.step, t.scheduler.get_last_lr()]))\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
-        *text_overrides(tiny_text, out, **{"trainer.max_steps": 3, "trainer.cpu": True, "eval.size": 8}),
+        *text_overrides(tiny_text, out, **{
+            "trainer.max_steps": 100000, "trainer.max_time_minutes": 0.02, "trainer.lr_schedule": "linear",
+            "trainer.cpu": True, "eval.size": 8,
+        }),
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
+    (step0, lr0), (step1, lr1) = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
+    assert step0 == step1 and step0 > 1, (step0, step1)
+    assert lr0 == lr1, (lr0, lr1)
     a, b = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
     init = load_file(str(tiny_text / "student" / "model.safetensors"))
     changed = False

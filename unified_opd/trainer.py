@@ -124,6 +124,7 @@ class Trainer:
         # training seconds of earlier launches (restored on resume): the time budget spans them
         self.train_seconds_before = 0.0
         self._segment_start: Optional[float] = None
+        self._clock = 0.0  # training seconds as all processes agree on them (`_sync_clock`)
         lr_lambda = _lr_lambda(t, self._time_fraction)
         self.resume_from = self._check_output_dir()
         set_seed(t.seed)
@@ -166,7 +167,24 @@ class Trainer:
 
     def _time_fraction(self) -> float:
         budget = 60.0 * self.cfg.trainer.max_time_minutes
-        return self._train_seconds() / budget if budget > 0 else 0.0
+        return self._clock / budget if budget > 0 else 0.0
+
+    def _sync_clock(self, stop_requested: bool) -> bool:
+        """Agree across processes on the training time and on a stop request; returns the latter.
+
+        Each process reads its own clock, and a signal may reach the ranks at different steps. If
+        they disagreed, a time-budgeted LR schedule would give the ranks different learning rates
+        (their weights would drift apart under DDP) and one rank would leave the loop while the
+        others wait in the next all-reduce. So the largest clock reading and any rank's stop
+        request hold for all.
+        """
+        seconds = self._train_seconds()
+        if self.accelerator.num_processes > 1:
+            mine = torch.tensor([seconds, float(stop_requested)], device=self.accelerator.device)
+            seconds, stop = self.accelerator.gather(mine).view(-1, 2).max(0).values.tolist()
+            stop_requested = stop > 0
+        self._clock = seconds
+        return stop_requested
 
     # ------------------------------------------------------------------ output dir / resume
     def _check_output_dir(self) -> Optional[Path]:
@@ -208,7 +226,7 @@ class Trainer:
         if data["teacher"] is not None:
             self.teacher.load_state(data["teacher"])
         self.history = state.get("history", {})
-        self.train_seconds_before = float(state.get("train_seconds", 0.0))
+        self.train_seconds_before = self._clock = float(state.get("train_seconds", 0.0))
         self.step = int(state["step"])
         ckpt.restore_rng(data["rng_tensors"], state["rng"])
         console.print(f"[cyan]resumed[/cyan] from {path} at step {self.step}")
@@ -417,10 +435,11 @@ class Trainer:
                 bar.update(task, completed=self.step, info=info)
                 if t.eval_every and self.step % t.eval_every == 0 and self.step < t.max_steps:
                     self._evaluate(f"step_{self.step}")
+                stop_requested = self._sync_clock(stop.requested)
                 out_of_time = t.max_time_minutes > 0 and self._time_fraction() >= 1.0
-                if (t.save_every and self.step % t.save_every == 0) or stop.requested or out_of_time:
+                if (t.save_every and self.step % t.save_every == 0) or stop_requested or out_of_time:
                     self._save()
-                if stop.requested:
+                if stop_requested:
                     console.print(f"[yellow]stopped[/yellow] at step {self.step}; resume with the same command")
                     return {"stopped": True, "step": self.step}
                 if out_of_time:
