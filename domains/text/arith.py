@@ -1,12 +1,16 @@
 """Built-in task `arith`: generated multi-digit arithmetic, and its zoo entry.
 
-Problems look like `prompt: "47+85="`, `answer: "231"` with a `task` tag (`add`, `sub`, `mul`)
+Problems look like `prompt: "47+08="`, `answer: "55"` with a `task` tag (`add`, `sub`, `mul`)
 for per-operator teacher routing. Answers are written least-significant digit first (132 -> "231"):
 each output digit then depends only on the digits already seen plus a carry, which is the format
 under which small transformers learn arithmetic in minutes rather than hours ("Teaching Arithmetic
 to Small Transformers", Lee et al. 2023); a model producing the usual order would need to resolve
-every carry before its first digit. The train and held-out splits are disjoint by construction
-(the held-out problems are removed from the training pool).
+every carry before its first digit. Operands are zero-padded to a fixed width (8 -> "08") for the
+same reason: each digit then sits at a fixed distance from `=`. With unpadded operands the
+student has to find the `+` by content to know where the first operand's units digit is; the zoo
+student never learnt that from sampled-token OPD (its units digit stayed at chance, entropy ~2
+nats, whenever the second operand had two digits). The train and held-out splits are disjoint by
+construction (the held-out problems are removed from the training pool).
 
 `uopd zoo build arith` trains, from scratch on CPU, a Llama-style teacher and a smaller, briefly
 trained student with a shared character-level tokenizer (saved as a Hugging Face tokenizer), plus
@@ -39,7 +43,8 @@ OPS = {"add": "+", "sub": "-", "mul": "*"}
 # ------------------------------------------------------------------ problems
 def make_problem(rng: random.Random, op: str, max_digits: int = 2) -> Dict[str, str]:
     """One problem of operator `op`: + and − on 1..max_digits-digit operands (a ≥ b for −),
-    × of a 1..max_digits-digit number by a 1-digit number; the answer is written reversed."""
+    × of a 1..max_digits-digit number by a 1-digit number; operands are zero-padded to
+    `max_digits` (the 1-digit multiplier stays as it is) and the answer is written reversed."""
     def num(d_max: int) -> int:
         d = rng.randint(1, d_max)
         return rng.randint(0 if d == 1 else 10 ** (d - 1), 10**d - 1)
@@ -54,7 +59,8 @@ def make_problem(rng: random.Random, op: str, max_digits: int = 2) -> Dict[str, 
     else:
         a, b = num(max_digits), rng.randint(2, 9)
         c = a * b
-    return {"prompt": f"{a}{OPS[op]}{b}=", "answer": str(c)[::-1], "task": op}
+        return {"prompt": f"{a:0{max_digits}d}{OPS[op]}{b}=", "answer": str(c)[::-1], "task": op}
+    return {"prompt": f"{a:0{max_digits}d}{OPS[op]}{b:0{max_digits}d}=", "answer": str(c)[::-1], "task": op}
 
 
 def make_splits(n_train: int, n_eval: int, seed: int = 0, max_digits: int = 2) -> tuple:
@@ -106,6 +112,8 @@ class ModelSpec:
     lr: float = 1e-3
     batch: int = 256
     schedule: str = "cosine"  # "cosine" anneals to 0; "constant" stops mid-training, as a checkpoint would
+    stop_accuracy: float = 0.0  # stop once greedy accuracy on the probe problems reaches this (0 = all steps)
+    check_every: int = 50  # steps between those probes
 
     def build(self, tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
         cfg = LlamaConfig(
@@ -124,15 +132,19 @@ class ModelSpec:
         return LlamaForCausalLM(cfg)
 
 
-# Measured learning curves (2-digit problems, batch 64): the 5M teacher learns fastest at lr 1e-3
-# (at 3e-3 it plateaus for hundreds of steps); the small models tolerate 3e-3.
-# The student is a mid-training checkpoint at constant LR (about 40% held-out). A student annealed
-# to LR 0 sits in a sharp minimum: the first steps of a fresh optimiser at 1e-3 knock it down
-# (8% -> 5%) and even supervised training from there crawls (8% -> 22% in 1000 steps), so it
-# cannot show what distillation does in a few minutes.
-TEACHER = ModelSpec(hidden=256, layers=6, heads=8, steps=1300, lr=1e-3, batch=64)
-STUDENT = ModelSpec(hidden=128, layers=3, heads=4, steps=1000, lr=3e-3, batch=64, schedule="constant")
-EXPERT = ModelSpec(hidden=128, layers=3, heads=4, steps=1000, lr=3e-3, batch=64)
+# Measured learning curves (2-digit padded problems, batch 64): the 5M teacher learns fastest at
+# lr 1e-3 (at 3e-3 it plateaus for hundreds of steps) and passes 70% held-out by step 800 of a
+# 1300-step schedule (80% at the end; + and − ~98%, × ~40%); 1000 steps keep the zoo under 8
+# minutes on 2 cores. The small models tolerate 3e-3.
+# The student is a mid-training checkpoint at constant LR. Its learning curve has a sharp step
+# (13% after 1000 steps, 26% after 2000, 67% after 2500 in one measurement), so it is stopped by
+# accuracy, not by step count: at the first check with >= 25% on 300 held-out dev problems (not
+# in eval.jsonl), while it is learning the task's digit alignment. A student annealed to LR 0
+# sits in a sharp minimum: the first steps of a fresh optimiser knock it down and even supervised
+# training from there crawls, so it cannot show what distillation does in a few minutes.
+TEACHER = ModelSpec(hidden=256, layers=6, heads=8, steps=1000, lr=1e-3, batch=64)
+STUDENT = ModelSpec(hidden=128, layers=3, heads=4, steps=3000, lr=3e-3, batch=64, schedule="constant", stop_accuracy=0.25)
+EXPERT = ModelSpec(hidden=128, layers=3, heads=4, steps=3000, lr=3e-3, batch=64)
 
 
 def encode_supervised(tok: PreTrainedTokenizerFast, records: Sequence[Dict[str, str]]) -> tuple:
@@ -152,9 +164,19 @@ def encode_supervised(tok: PreTrainedTokenizerFast, records: Sequence[Dict[str, 
 
 
 def train_supervised(
-    model: LlamaForCausalLM, tok, records: List[Dict[str, str]], spec: ModelSpec, seed: int, label: str
-) -> None:
-    """Plain next-token training on the answers (cosine LR, AdamW), with a progress bar."""
+    model: LlamaForCausalLM,
+    tok,
+    records: List[Dict[str, str]],
+    spec: ModelSpec,
+    seed: int,
+    label: str,
+    probe: Sequence[Dict[str, str]] = (),
+) -> int:
+    """Plain next-token training on the answers (cosine LR, AdamW), with a progress bar; returns the
+    steps taken. With `spec.stop_accuracy` it stops at the first check (every `spec.check_every`
+    steps) where greedy accuracy on `probe` reaches it."""
+    if spec.stop_accuracy > 0 and not probe:
+        raise ValueError(f"zoo arith {label}: stop_accuracy needs probe problems")
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm = max(1, spec.steps // 20)
@@ -168,7 +190,9 @@ def train_supervised(
     cols = [TextColumn(f"[bold]zoo arith {label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
     with Progress(*cols, console=console) as bar:
         task = bar.add_task(label, total=spec.steps, info="")
+        taken = 0
         for step in range(spec.steps):
+            taken = step + 1
             idx = torch.randint(len(records), (spec.batch,), generator=g)
             n = int(lengths[idx].max())
             input_ids, attn, labels = all_ids[idx, :n], all_attn[idx, :n], all_labels[idx, :n]
@@ -179,7 +203,15 @@ def train_supervised(
             sched.step()
             opt.zero_grad(set_to_none=True)
             bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
+            if spec.stop_accuracy > 0 and taken % spec.check_every == 0:
+                model.eval()
+                acc = greedy_accuracy(model, tok, probe)
+                model.train()
+                if acc >= spec.stop_accuracy:
+                    bar.update(task, total=taken, info=f"probe accuracy {acc:.3f} >= {spec.stop_accuracy}: stop")
+                    break
     model.eval()
+    return taken
 
 
 @torch.no_grad()
@@ -202,27 +234,35 @@ def build_arith(dest: Path) -> None:
     torch.manual_seed(0)
     t0 = time.time()
     tok = build_tokenizer()
-    train, held = make_splits(n_train=60000, n_eval=600, seed=0)
+    # 300 more held-out problems than eval.jsonl keeps: the student's accuracy stop reads them, so
+    # neither the training problems (partly memorised) nor the evaluation set pick the student
+    train, held = make_splits(n_train=60000, n_eval=900, seed=0)
+    held, dev = held[:600], held[600:]
     write_jsonl(dest / "train.jsonl", train)
     write_jsonl(dest / "eval.jsonl", held)
     card = {"task": "arith", "train_problems": len(train), "eval_problems": len(held)}
     jobs = [("teacher", TEACHER, train, 1), ("student", STUDENT, train, 2)]
-    card.update(_train_jobs(dest, tok, jobs, held[:300]))
+    card.update(_train_jobs(dest, tok, jobs, held[:300], stop_probe=dev))
     card["build_seconds"] = round(time.time() - t0, 1)
     (dest / "card.json").write_text(json.dumps(card, indent=1))
 
 
-def _train_jobs(dest: Path, tok, jobs: list, probe: Sequence[Dict[str, str]]) -> Dict[str, dict]:
+def _train_jobs(
+    dest: Path, tok, jobs: list, probe: Sequence[Dict[str, str]], stop_probe: Sequence[Dict[str, str]] = ()
+) -> Dict[str, dict]:
     card = {}
     for name, spec, records, seed in jobs:
         torch.manual_seed(seed)
         model = spec.build(tok)
-        train_supervised(model, tok, records, spec, seed, name)
+        steps = train_supervised(model, tok, records, spec, seed, name, probe=stop_probe)
         model.save_pretrained(dest / name)
         tok.save_pretrained(dest / name)
         acc = greedy_accuracy(model, tok, probe)
-        card[name] = {"parameters": sum(p.numel() for p in model.parameters()), "probe_accuracy": acc}
-        console.print(f"zoo arith {name}: {card[name]['parameters']:,} parameters, greedy accuracy {acc:.3f} on {len(probe)} held-out problems")
+        card[name] = {"parameters": sum(p.numel() for p in model.parameters()), "steps": steps, "probe_accuracy": acc}
+        console.print(
+            f"zoo arith {name}: {card[name]['parameters']:,} parameters, {steps} steps, "
+            f"greedy accuracy {acc:.3f} on {len(probe)} held-out problems"
+        )
     return card
 
 
