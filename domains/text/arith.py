@@ -133,11 +133,12 @@ class ModelSpec:
 
 
 # Measured learning curves (2-digit padded problems, batch 64): the 5M teacher learns fastest at
-# lr 1e-3 (at 3e-3 it plateaus for hundreds of steps) and passes 70% held-out by step 800 of a
-# 1300-step schedule (80% at the end; + and − ~98%, × ~40%); 1000 steps keep the zoo under 8
-# minutes on 2 cores. The small models tolerate 3e-3.
+# lr 1e-3 (at 3e-3 it plateaus for hundreds of steps): 80% held-out after a 1300-step schedule
+# (+ and − ~98%, × ~40%), 65% after the 1000 steps used here, which keep the zoo under 8 minutes
+# on 2 cores (441 s). The small models tolerate 3e-3.
 # The student is a mid-training checkpoint at constant LR. Its learning curve has a sharp step
-# (13% after 1000 steps, 26% after 2000, 67% after 2500 in one measurement), so it is stopped by
+# whose position moves with the data and warm-up (one run: 13% after 1000 steps, 26% after 2000,
+# 67% after 2500; the README's first run passed 25% at step 500), so it is stopped by
 # accuracy, not by step count: at the first check with >= 25% on 300 held-out dev problems (not
 # in eval.jsonl), while it is learning the task's digit alignment. A student annealed to LR 0
 # sits in a sharp minimum: the first steps of a fresh optimiser knock it down and even supervised
