@@ -59,8 +59,8 @@ def make_problem(rng: random.Random, op: str, max_digits: int = 2) -> Dict[str, 
     else:
         a, b = num(max_digits), rng.randint(2, 9)
         c = a * b
-        return {"prompt": f"{a:0{max_digits}d}{OPS[op]}{b}=", "answer": str(c)[::-1], "task": op}
-    return {"prompt": f"{a:0{max_digits}d}{OPS[op]}{b:0{max_digits}d}=", "answer": str(c)[::-1], "task": op}
+    b_width = 1 if op == "mul" else max_digits
+    return {"prompt": f"{a:0{max_digits}d}{OPS[op]}{b:0{b_width}d}=", "answer": str(c)[::-1], "task": op}
 
 
 def make_splits(n_train: int, n_eval: int, seed: int = 0, max_digits: int = 2) -> tuple:
@@ -192,8 +192,7 @@ def train_supervised(
     with Progress(*cols, console=console) as bar:
         task = bar.add_task(label, total=spec.steps, info="")
         taken = 0
-        for step in range(spec.steps):
-            taken = step + 1
+        for taken in range(1, spec.steps + 1):
             idx = torch.randint(len(records), (spec.batch,), generator=g)
             n = int(lengths[idx].max())
             input_ids, attn, labels = all_ids[idx, :n], all_attn[idx, :n], all_labels[idx, :n]
