@@ -98,3 +98,24 @@ def test_cli_unknown_env_id_exits_2(tiny_agents, tmp_path, capsys):
     args = _overrides(tiny_agents, tmp_path / "run", **{"env.id": "uopd/Nope-v0"})[1:]
     assert main(["eval", str(config), *args]) == 2
     assert "env.id: unknown environment 'uopd/Nope-v0'" in capsys.readouterr().err
+
+
+def test_zoo_student_learns_from_its_own_env_and_is_scored_on_the_entry_env(tmp_path, monkeypatch):
+    tiny = zoo.ModelSpec(hidden=16, layers=1, heads=2, steps=1, batch=2, context=256)
+    entry = zoo.Entry("uopd/KeyDoor-v0", {"depth": 5}, episodes=4, noise=0.0, teacher=tiny, student=tiny, student_env_kwargs={"depth": 1})
+    trained_on = {}
+
+    def record(model, tok, data, spec, seed, label):
+        trained_on[label.split()[-1]] = data
+        return 0.0
+
+    monkeypatch.setattr(zoo, "train_supervised", record)
+    monkeypatch.setattr(zoo, "held_out", lambda model, tok, e, episodes=100: {"success_rate": float(e.env_kwargs["depth"])})
+    zoo.build_entry("tiny", entry, tmp_path)
+    tok = zoo.PreTrainedTokenizerFast.from_pretrained(tmp_path / "student")
+    student_text = tok.decode(trained_on["student"][0].ids)
+    assert "(goal 1)" in student_text and all("(goal 1)" not in tok.decode(t.ids) for t in trained_on["teacher"])
+    assert len(trained_on["teacher"]) == 8 and len(trained_on["student"]) == 4
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["student_env_kwargs"] == {"depth": 1}
+    assert card["student"]["success_rate"] == 5.0 and card["student"]["on_its_training_env"] == {"success_rate": 1.0}
