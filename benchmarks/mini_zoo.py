@@ -19,7 +19,7 @@ import torch
 
 from unified_opd.data import write_jsonl
 from unified_opd.domains.text import arith
-from unified_opd.zoo import DONE, zoo_home
+from unified_opd.zoo import builder_of, cached_version, mark_built, zoo_home
 
 # teacher ~8x the student's parameters (the Lightning figure needs a teacher >= 4x the student)
 TEACHER = arith.ModelSpec(hidden=128, layers=4, heads=4, steps=900, batch=128, lr=2e-3)
@@ -30,7 +30,7 @@ EXPERT = arith.ModelSpec(hidden=96, layers=3, heads=4, steps=500, batch=128, lr=
 def build(home: Path) -> None:
     zoo = home / "zoo"
     base, experts = zoo / "arith", zoo / "arith_experts"
-    if (base / DONE).is_file() and (experts / DONE).is_file():
+    if all(cached_version(d) == builder_of(d.name).zoo_version for d in (base, experts)):
         return
     torch.manual_seed(0)
     t0 = time.time()
@@ -44,13 +44,13 @@ def build(home: Path) -> None:
     card = arith._train_jobs(base, tok, [("teacher", TEACHER, train, 1), ("student", STUDENT, train, 2)], probe)
     card["build_seconds"] = round(time.time() - t0, 1)
     (base / "card.json").write_text(json.dumps(card, indent=1))
-    (base / DONE).write_text("ok\n")
+    mark_built(base, "arith")
     jobs = [
         ("addsub", EXPERT, [r for r in train if r["task"] != "mul"], 3),
         ("mul", EXPERT, [r for r in train if r["task"] == "mul"], 4),
     ]
     (experts / "card.json").write_text(json.dumps(arith._train_jobs(experts, tok, jobs, probe), indent=1))
-    (experts / DONE).write_text("ok\n")
+    mark_built(experts, "arith_experts")
 
 
 if __name__ == "__main__":

@@ -107,8 +107,9 @@ def _zoo(args, parser) -> int:
     if args.zoo_command == "list":
         zoo._load_builtin_entries()
         for name in zoo.ZOO.names():
-            built = (zoo.zoo_home() / name / zoo.DONE).is_file()
-            print(f"{name}\t{'built' if built else 'not built'}")
+            cached, current = zoo.cached_version(zoo.zoo_home() / name), zoo.ZOO.get(name).zoo_version
+            state = "not built" if cached is None else "built" if cached == current else f"stale (version {cached}, now {current})"
+            print(f"{name}\t{state}")
         return 0
     parser.parse_args(["zoo", "--help"])
     return 2

@@ -2,6 +2,8 @@
 
 Entries are built once and cached under `$UOPD_HOME/zoo` (default `~/.cache/unified_opd/zoo`).
 Config paths like `zoo:arith/teacher` resolve into that cache and build the entry on first use.
+Each entry has a version, written into its completion marker; a cached entry built by another
+version (the builder's data, models or training changed since) is rebuilt on its next use.
 """
 
 from __future__ import annotations
@@ -30,9 +32,28 @@ def zoo_home() -> Path:
     return base / "zoo"
 
 
-def register_zoo(name: str) -> Callable:
-    """Decorator: `builder(dest: Path) -> None` writes entry `name` into `dest`."""
-    return ZOO.register(name)
+def register_zoo(name: str, version: int = 1) -> Callable:
+    """Decorator: `builder(dest: Path) -> None` writes entry `name` into `dest`.
+
+    Bump `version` whenever what the builder writes changes, so caches of the old models are
+    rebuilt instead of silently reused."""
+
+    def add(builder: Callable) -> Callable:
+        builder.zoo_version = version
+        return ZOO.register(name, builder)
+
+    return add
+
+
+def cached_version(dest: Path) -> int | None:
+    """The version of the entry cached in `dest`; None if no complete build is there.
+
+    Markers written before entries had versions hold `ok` and count as version 1."""
+    marker = dest / DONE
+    if not marker.is_file():
+        return None
+    text = marker.read_text().strip()
+    return int(text) if text.isdigit() else 1
 
 
 def _load_builtin_entries() -> None:
@@ -43,14 +64,30 @@ def _load_builtin_entries() -> None:
             continue
 
 
-def build(name: str, force: bool = False) -> Path:
-    """Build zoo entry `name` (unless cached) and return its directory."""
+def builder_of(name: str) -> Callable:
+    """The registered builder of entry `name` (its `zoo_version` is the current version)."""
     if name not in ZOO:
         _load_builtin_entries()
-    builder = ZOO.get(name, "zoo")
+    return ZOO.get(name, "zoo")
+
+
+def mark_built(dest: Path, name: str) -> None:
+    """Mark `dest` as a complete build of entry `name` at the current version."""
+    (dest / DONE).write_text(f"{builder_of(name).zoo_version}\n")
+
+
+def build(name: str, force: bool = False) -> Path:
+    """Build zoo entry `name` (unless cached at the current version) and return its directory."""
+    builder = builder_of(name)
     dest = zoo_home() / name
-    if (dest / DONE).is_file() and not force:
+    cached = cached_version(dest)
+    if cached == builder.zoo_version and not force:
         return dest
+    if cached is not None and not force:
+        console.print(
+            f"[yellow]zoo[/yellow] {name}: the cache holds version {cached}, "
+            f"this code builds version {builder.zoo_version}; rebuilding"
+        )
     tmp = dest.parent / f".tmp_{name}_{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -60,7 +97,7 @@ def build(name: str, force: bool = False) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    (tmp / DONE).write_text("ok\n")
+    mark_built(tmp, name)
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
@@ -74,7 +111,7 @@ def resolve(path: str, field: str) -> str:
         rest = path[len(PREFIX) :]
         name, _, sub = rest.partition("/")
         entry = zoo_home() / name
-        if not (entry / DONE).is_file():
+        if cached_version(entry) is None:
             console.print(f"[yellow]zoo[/yellow] {name} is not built yet; building it now (one time only)")
         root = build(name)
         target = root / sub if sub else root

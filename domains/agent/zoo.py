@@ -89,6 +89,7 @@ class Entry:
     teacher: ModelSpec = field(default_factory=lambda: ModelSpec(hidden=96, layers=3, steps=400))
     student: ModelSpec = field(default_factory=lambda: ModelSpec(hidden=48, layers=2, steps=120))
     student_env_kwargs: Optional[Dict] = None  # the student's demos' env kwargs (default: env_kwargs)
+    version: int = 1  # the zoo cache version: bump when anything above changes
 
     def student_entry(self) -> "Entry":
         """This entry with the env the student's demos come from."""
@@ -106,11 +107,12 @@ ENTRIES = {
     "keydoor": Entry(
         "uopd/KeyDoor-v0", {"depth": 6}, noise=0.0,
         teacher=ModelSpec(hidden=96, layers=3, steps=350), student=ModelSpec(hidden=96, layers=3, steps=300),
-        student_env_kwargs={"depth": 4},
+        student_env_kwargs={"depth": 4}, version=2,  # 2: the student learns on depth 4
     ),
     "shop": Entry(
         "uopd/Shop-v0", noise=0.0,
         teacher=ModelSpec(hidden=96, layers=3, steps=300, lr=6e-3), student=ModelSpec(hidden=64, layers=2, steps=250),
+        version=2,  # 2: the student trains 250 steps instead of 100
     ),
     "toolcalc": Entry("uopd/ToolCalc-v0"),
 }
@@ -260,7 +262,7 @@ def build_entry(name: str, entry: Entry, dest: Path) -> None:
 
 
 def _register(name: str, entry: Entry) -> None:
-    @register_zoo(name)
+    @register_zoo(name, entry.version)
     def builder(dest: Path) -> None:
         build_entry(name, entry, dest)
 

@@ -228,7 +228,7 @@ def greedy_accuracy(model, tok, records: Sequence[Dict[str, str]], max_new_token
     return correct / len(records)
 
 
-@register_zoo("arith")
+@register_zoo("arith", version=2)  # 2: zero-padded operands, student stopped by accuracy
 def build_arith(dest: Path) -> None:
     """Teacher, student init, per-operator experts, tokenizer and data for the `arith` task."""
     torch.manual_seed(0)
@@ -266,7 +266,7 @@ def _train_jobs(
     return card
 
 
-@register_zoo("arith_experts")
+@register_zoo("arith_experts", version=2)  # 2: zero-padded operands
 def build_arith_experts(dest: Path) -> None:
     """Per-operator experts for multi-teacher routing: one for + and −, one for ×."""
     from unified_opd.zoo import build
