@@ -4,7 +4,8 @@ with identical weights (gradients were all-reduced).
 The run has a time budget and a linear LR schedule, and rank 1's clock runs three times as fast as
 rank 0's: the ranks must still agree on every step's learning rate and on the step they stop at,
 or the weights would differ (different LRs) or rank 0 would hang in an all-reduce rank 1 never
-joins."""
+joins. With two micro-batches per step, rank 1's loss is non-finite once, in the second micro-batch
+of the first step: both ranks must skip that step, or their all-reduces pair up with the wrong ones."""
 
 from __future__ import annotations
 
@@ -31,6 +32,16 @@ def test_two_process_cpu_run(tiny_text, tmp_path):
         "from unified_opd.domain import schema_for\n"
         "from unified_opd.trainer import Trainer\n"
         "t = Trainer(load_config(None, sys.argv[1:], schema_for))\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    real_objective, calls = t.objective, []\n"
+        "    class NonFiniteOnce:\n"
+        "        def __getattr__(self, name):\n"
+        "            return getattr(real_objective, name)\n"
+        "        def __call__(self, *args):\n"
+        "            loss, metrics = real_objective(*args)\n"
+        "            calls.append(t.step)\n"
+        "            return (loss * float('nan') if calls.count(0) == 2 and calls[-1] == 0 else loss), metrics\n"
+        "    t.objective = NonFiniteOnce()\n"
         "t.train()\n"
         "from safetensors.torch import save_file\n"
         "sd = {k: v.contiguous().clone() for k, v in t.policy.module.state_dict().items()}\n"
@@ -42,14 +53,15 @@ def test_two_process_cpu_run(tiny_text, tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
         *text_overrides(tiny_text, out, **{
-            "trainer.max_steps": 100000, "trainer.max_time_minutes": 0.02, "trainer.lr_schedule": "linear",
-            "trainer.cpu": True, "eval.size": 8,
+            "trainer.max_steps": 100000, "trainer.max_time_minutes": 0.05, "trainer.lr_schedule": "linear",
+            "trainer.cpu": True, "eval.size": 8, "trainer.grad_accum": 2,
         }),
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     (step0, lr0), (step1, lr1) = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
     assert step0 == step1 and step0 > 1, (step0, step1)
+    assert " ".join(r.stderr.split()).count("non-finite loss or gradient at step 0; step skipped") == 2, r.stderr[-3000:]
     assert lr0 == lr1, (lr0, lr1)
     a, b = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
     init = load_file(str(tiny_text / "student" / "model.safetensors"))

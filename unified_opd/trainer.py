@@ -186,6 +186,18 @@ class Trainer:
         self._clock = seconds
         return stop_requested
 
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every process.
+
+        A rank that skipped its backward alone would leave the others waiting in the gradient
+        all-reduce (or pair it with its next micro-batch's), so the skip is decided together.
+        """
+        finite = bool(torch.isfinite(loss))
+        if self.accelerator.num_processes > 1:
+            mine = torch.tensor([float(finite)], device=self.accelerator.device)
+            finite = bool(self.accelerator.gather(mine).min() > 0)
+        return finite
+
     # ------------------------------------------------------------------ output dir / resume
     def _check_output_dir(self) -> Optional[Path]:
         resume = str(self.cfg.trainer.resume)
@@ -339,7 +351,7 @@ class Trainer:
                         extra, extra_metrics = self.components.extra_loss(self.policy, self.step)
                         loss = loss + extra
                         m = {**m, **extra_metrics}
-                    if not torch.isfinite(loss):
+                    if not self._all_finite(loss):
                         self.optimizer.zero_grad(set_to_none=True)
                         return {"nonfinite": 1.0}
                     self.accelerator.backward(loss / accum)
