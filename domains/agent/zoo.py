@@ -5,7 +5,7 @@ Llama models sharing one tokenizer) and `card.json` (their held-out success rate
 trained by supervised learning on the scripted expert's actions, in the plain transcript format
 of `transcript.PlainFormat`:
 
-* the teacher (larger, longer) on twice as many episodes; with `noise` > 0 the second half is
+* the teacher (larger or longer-trained) on twice as many episodes; with `noise` > 0 the second half is
   DAgger-style: with probability `noise` a turn executes a random action seen elsewhere in the
   expert data (kept as untrained context), so the teacher also learns the expert's recovery;
 * the student (smaller or briefly trained) on clean expert episodes only, so it drifts and
