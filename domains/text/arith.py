@@ -143,6 +143,8 @@ class ModelSpec:
 # in eval.jsonl), while it is learning the task's digit alignment. A student annealed to LR 0
 # sits in a sharp minimum: the first steps of a fresh optimiser knock it down and even supervised
 # training from there crawls, so it cannot show what distillation does in a few minutes.
+# Experts (3000 steps each, about 5 minutes on one thread): the add/sub expert is exact on + and -,
+# the x expert gets ~47% of x right (0.668 and 0.155 on the 600 mixed held-out problems).
 TEACHER = ModelSpec(hidden=256, layers=6, heads=8, steps=1000, lr=1e-3, batch=64)
 STUDENT = ModelSpec(hidden=128, layers=3, heads=4, steps=3000, lr=3e-3, batch=64, schedule="constant", stop_accuracy=0.25)
 EXPERT = ModelSpec(hidden=128, layers=3, heads=4, steps=3000, lr=3e-3, batch=64)
