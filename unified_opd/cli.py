@@ -107,7 +107,7 @@ def _zoo(args, parser) -> int:
     if args.zoo_command == "list":
         zoo._load_builtin_entries()
         for name in zoo.ZOO.names():
-            cached, current = zoo.cached_version(zoo.zoo_home() / name), zoo.ZOO.get(name).zoo_version
+            cached, current = zoo.cached_version(zoo.zoo_home() / name), zoo.builder_of(name).zoo_version
             state = "not built" if cached is None else "built" if cached == current else f"stale (version {cached}, now {current})"
             print(f"{name}\t{state}")
         return 0
