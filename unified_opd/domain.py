@@ -42,13 +42,18 @@ class Components:
 
 @dataclass
 class Domain:
+    """`check(cfg)` raises `ConfigError` for bad values; it runs before any model load or zoo build."""
+
     name: str
     schema: Type[RunConfig]
     build: Callable[..., Components]
+    check: Optional[Callable[[Any], None]] = None
 
 
-def register_domain(name: str, schema: Type[RunConfig], build: Callable[..., Components]) -> Domain:
-    return DOMAINS.register(name, Domain(name, schema, build))
+def register_domain(
+    name: str, schema: Type[RunConfig], build: Callable[..., Components], check: Optional[Callable[[Any], None]] = None
+) -> Domain:
+    return DOMAINS.register(name, Domain(name, schema, build, check))
 
 
 def get_domain(name: str) -> Domain:
