@@ -23,7 +23,6 @@ round-trips exactly.
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
 import time
@@ -33,12 +32,12 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from unified_opd.domains.text.generation import Sampling
 from unified_opd.envs import CHARSET
+from unified_opd.supervised import SupervisedPlan, fit, model_loss
 from unified_opd.zoo import console, register_zoo
 
 from .episodes import Limits, env_factory, run_episodes, summarise
@@ -196,29 +195,15 @@ def sft_batch(transcripts: Sequence[Transcript], pad_id: int) -> Dict[str, torch
 
 
 def train_supervised(model, tok, data: Sequence[Transcript], spec: ModelSpec, seed: int, label: str) -> float:
-    """Next-token training on the agent tokens (AdamW, warm-up + cosine LR); returns the last loss."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warm = max(1, spec.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / spec.steps)))
-    )
-    model.train()
-    loss = torch.tensor(float("nan"))
-    cols = [TextColumn(f"[bold]zoo {label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
-    with Progress(*cols, console=console) as bar:
-        task = bar.add_task(label, total=spec.steps, info="")
-        for _ in range(spec.steps):
-            idx = torch.randint(len(data), (spec.batch,), generator=g).tolist()
-            loss = model(**sft_batch([data[i] for i in idx], tok.pad_token_id)).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
-    model.eval()
-    return loss.item()
+    """Next-token training on the agent tokens (`unified_opd.supervised.fit`: AdamW, warm-up +
+    cosine LR); returns the last loss."""
+
+    def draw(generator: torch.Generator) -> Dict[str, torch.Tensor]:
+        idx = torch.randint(len(data), (spec.batch,), generator=generator).tolist()
+        return sft_batch([data[i] for i in idx], tok.pad_token_id)
+
+    losses = fit(model, model_loss, draw, SupervisedPlan(spec.steps, spec.lr, seed, title=f"zoo {label}")).losses
+    return losses[-1] if losses else float("nan")
 
 
 def held_out(model, tok, entry: Entry, episodes: int = 100) -> Dict[str, float]:

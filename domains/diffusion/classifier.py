@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from unified_opd.errors import UserError
+from unified_opd.supervised import SupervisedPlan, fit
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -64,18 +66,24 @@ def shift_augment(x: Tensor, generator: torch.Generator, max_shift: int = 1) -> 
 def train_classifier(
     images: Tensor, labels: Tensor, steps: int = 600, batch: int = 128, lr: float = 2e-3, seed: int = 0
 ) -> DigitClassifier:
-    """Cross-entropy with shift augmentation and light Gaussian pixel noise."""
-    g = torch.Generator().manual_seed(seed)
+    """Cross-entropy with shift augmentation and light Gaussian pixel noise (`unified_opd.supervised.fit`:
+    AdamW at a constant LR, no gradient clipping)."""
     torch.manual_seed(seed)
     model = DigitClassifier(size=images.shape[-1], channels=images.shape[1])
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    for _ in range(steps):
-        idx = torch.randint(len(images), (batch,), generator=g)
-        x = shift_augment(images[idx], g) + 0.1 * torch.randn(batch, *images.shape[1:], generator=g)
-        loss = F.cross_entropy(model(x), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+
+    def draw(generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+        idx = torch.randint(len(images), (batch,), generator=generator)
+        x = shift_augment(images[idx], generator) + 0.1 * torch.randn(batch, *images.shape[1:], generator=generator)
+        return x, labels[idx]
+
+    def loss(model: DigitClassifier, xy: Tuple[Tensor, Tensor]) -> Tensor:
+        return F.cross_entropy(model(xy[0]), xy[1])
+
+    plan = SupervisedPlan(
+        steps, lr, seed, weight_decay=1e-4, betas=(0.9, 0.999), schedule="constant", warmup_steps=0, clip_norm=None,
+        title="zoo digits classifier",
+    )
+    fit(model, loss, draw, plan)
     return model.eval().requires_grad_(False)
 
 

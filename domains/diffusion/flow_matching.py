@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
+
+from unified_opd.supervised import SupervisedPlan, fit
 
 from .models import velocity
 from .sde import flow_matching_pair
-
-console = Console(stderr=True)
 
 
 def flow_matching_loss(
@@ -39,29 +36,16 @@ def train_flow_matching(
     label: str = "flow matching",
 ) -> float:
     """AdamW on `flow_matching_loss` over random minibatches, warm-up then cosine decay of the
-    LR; returns the mean loss of the last 10% of steps. Shows a rich progress bar."""
-    g = torch.Generator(device=images.device).manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps))))
-    )
-    model.train()
-    tail = []
-    cols = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
-    with Progress(*cols, console=console) as bar:
-        task = bar.add_task(label, total=steps, info="")
-        for step in range(steps):
-            idx = torch.randint(len(images), (batch,), generator=g, device=images.device)
-            loss = flow_matching_loss(model, images[idx], labels[idx], num_train_timesteps, g)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            if step >= steps - max(1, steps // 10):
-                tail.append(float(loss.detach()))
-            if step % 20 == 0 or step == steps - 1:
-                bar.update(task, completed=step + 1, info=f"loss {float(loss.detach()):.4f}")
-    model.eval()
+    LR (`unified_opd.supervised.fit`); returns the mean loss of the last 10% of steps. Shows a
+    rich progress bar."""
+
+    def draw(generator: torch.Generator) -> Tuple[Tensor, Tensor, torch.Generator]:
+        idx = torch.randint(len(images), (batch,), generator=generator, device=images.device)
+        return images[idx], labels[idx], generator  # the loss draws σ and ε from it, after the indices
+
+    def loss(model: nn.Module, drawn: Tuple[Tensor, Tensor, torch.Generator]) -> Tensor:
+        return flow_matching_loss(model, *drawn[:2], num_train_timesteps, drawn[2])
+
+    plan = SupervisedPlan(steps, lr, seed, weight_decay=0.0, betas=(0.9, 0.999), device=images.device, title=label)
+    tail = fit(model, loss, draw, plan).losses[-max(1, steps // 10) :]
     return sum(tail) / max(1, len(tail))

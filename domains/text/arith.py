@@ -20,7 +20,6 @@ per-operator experts for multi-teacher routing, and writes `train.jsonl` / `eval
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -28,11 +27,11 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from unified_opd.data import write_jsonl
+from unified_opd.supervised import SupervisedPlan, fit, model_loss
 from unified_opd.zoo import console, register_zoo
 
 CHARS = list("0123456789+-*= ")
@@ -175,45 +174,27 @@ def train_supervised(
     label: str,
     probe: Sequence[Dict[str, str]] = (),
 ) -> int:
-    """Plain next-token training on the answers (cosine LR, AdamW), with a progress bar; returns the
-    steps taken. With `spec.stop_accuracy` it stops at the first check (every `spec.check_every`
-    steps) where greedy accuracy on `probe` reaches it."""
+    """Plain next-token training on the answers (`unified_opd.supervised.fit`: AdamW, warm-up then
+    `spec.schedule`), with a progress bar; returns the steps taken. With `spec.stop_accuracy` it
+    stops at the first check (every `spec.check_every` steps) where greedy accuracy on `probe`
+    reaches it."""
     if spec.stop_accuracy > 0 and not probe:
         raise ValueError(f"zoo arith {label}: stop_accuracy needs probe problems")
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warm = max(1, spec.steps // 20)
-    def decay(s: int) -> float:
-        return 1.0 if spec.schedule == "constant" else 0.5 * (1 + math.cos(math.pi * min(1.0, s / spec.steps)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * decay(s))
     all_ids, all_attn, all_labels = encode_supervised(tok, records)  # once: per-step tokenising is slow
     lengths = all_attn.sum(-1)
-    model.train()
-    cols = [TextColumn(f"[bold]zoo arith {label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
-    with Progress(*cols, console=console) as bar:
-        task = bar.add_task(label, total=spec.steps, info="")
-        taken = 0
-        for taken in range(1, spec.steps + 1):
-            idx = torch.randint(len(records), (spec.batch,), generator=g)
-            n = int(lengths[idx].max())
-            input_ids, attn, labels = all_ids[idx, :n], all_attn[idx, :n], all_labels[idx, :n]
-            loss = model(input_ids=input_ids, attention_mask=attn, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
-            if spec.stop_accuracy > 0 and taken % spec.check_every == 0:
-                model.eval()
-                acc = greedy_accuracy(model, tok, probe)
-                model.train()
-                if acc >= spec.stop_accuracy:
-                    bar.update(task, total=taken, info=f"probe accuracy {acc:.3f} >= {spec.stop_accuracy}: stop")
-                    break
-    model.eval()
-    return taken
+
+    def draw(generator: torch.Generator) -> Dict[str, torch.Tensor]:
+        idx = torch.randint(len(records), (spec.batch,), generator=generator)
+        n = int(lengths[idx].max())
+        return {"input_ids": all_ids[idx, :n], "attention_mask": all_attn[idx, :n], "labels": all_labels[idx, :n]}
+
+    def reached(model, step: int):
+        acc = greedy_accuracy(model, tok, probe)
+        return f"probe accuracy {acc:.3f} >= {spec.stop_accuracy}: stop" if acc >= spec.stop_accuracy else None
+
+    check_every = spec.check_every if spec.stop_accuracy > 0 else 0
+    plan = SupervisedPlan(spec.steps, spec.lr, seed, schedule=spec.schedule, check_every=check_every, title=f"zoo arith {label}")
+    return fit(model, model_loss, draw, plan, check=reached).steps
 
 
 @torch.no_grad()

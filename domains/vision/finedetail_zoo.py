@@ -11,7 +11,6 @@ supervised on crops only, so it cannot yet read the full image: the gap Vision-O
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,10 @@ from typing import Dict, List, Sequence
 
 import torch
 from omegaconf import OmegaConf
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from unified_opd.data import write_jsonl
 from unified_opd.domains.text.generation import Sampling
+from unified_opd.supervised import SupervisedPlan, fit, model_loss
 from unified_opd.zoo import console, register_zoo
 
 from . import finedetail
@@ -75,30 +74,16 @@ def encode_views(processor, records: Sequence[Dict], data_cfg, cropper) -> Dict[
 
 def train_supervised(model, views: Dict[str, torch.Tensor], recipe: Recipe, seed: int, label: str) -> None:
     """Next-token training on the answers; each example is shown as a crop with probability
-    `crop_fraction`, else as the full image (AdamW, warm-up then cosine)."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warm = max(1, recipe.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / recipe.steps)))
-    )
+    `crop_fraction`, else as the full image (`unified_opd.supervised.fit`: AdamW, warm-up then cosine)."""
     n = views["input_ids"].shape[0]
-    model.train()
-    cols = [TextColumn(f"[bold]zoo finedetail {label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
-    with Progress(*cols, console=console) as bar:
-        task = bar.add_task(label, total=recipe.steps, info="")
-        for _ in range(recipe.steps):
-            idx = torch.randint(n, (recipe.batch,), generator=g)
-            use_crop = (torch.rand(recipe.batch, generator=g) < recipe.crop_fraction).view(-1, 1, 1, 1)
-            pixels = torch.where(use_crop, views["crop"][idx], views["full"][idx])
-            loss = model(input_ids=views["input_ids"][idx], pixel_values=pixels, labels=views["labels"][idx]).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
-    model.eval()
+
+    def draw(generator: torch.Generator) -> Dict[str, torch.Tensor]:
+        idx = torch.randint(n, (recipe.batch,), generator=generator)
+        use_crop = (torch.rand(recipe.batch, generator=generator) < recipe.crop_fraction).view(-1, 1, 1, 1)
+        pixels = torch.where(use_crop, views["crop"][idx], views["full"][idx])
+        return {"input_ids": views["input_ids"][idx], "pixel_values": pixels, "labels": views["labels"][idx]}
+
+    fit(model, model_loss, draw, SupervisedPlan(recipe.steps, recipe.lr, seed, title=f"zoo finedetail {label}"))
 
 
 @torch.no_grad()
