@@ -7,7 +7,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from unified_opd.domain import Components
-from unified_opd.domains.lm import LMTeacher, Sampling, check_same_vocabulary, load_causal_lm, max_context
+from unified_opd.domains.lm import Sampling, load_causal_lm, load_lm_teacher, max_context
 from unified_opd.errors import ConfigError
 from unified_opd.zoo import check_local_paths
 
@@ -22,19 +22,18 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     check(cfg)
     make_env = env_factory(cfg.env.id, OmegaConf.to_container(cfg.env.kwargs, resolve=True))
     check_local_paths({"student.path": cfg.student.path, "teacher.path": cfg.teacher.path})
-    lm, tok = load_causal_lm(cfg.student.path, cfg.student.dtype, cfg.student.trust_remote_code, "student")
-    t_lm, t_tok = load_causal_lm(cfg.teacher.path, cfg.teacher.dtype, cfg.teacher.trust_remote_code, "teacher")
-    check_same_vocabulary(tok, t_tok, lm, t_lm)
+    s, t = cfg.student, cfg.teacher
+    device = accelerator.device
+    lm, tok = load_causal_lm(s.path, s.dtype, s.trust_remote_code, "student")
+    teacher = load_lm_teacher(t.path, t.dtype, t.trust_remote_code, "teacher", tok, lm, device, s.lazy_logits)
     r = cfg.rollout
-    contexts = [c for c in (max_context(lm), max_context(t_lm), r.max_episode_tokens) if c]
+    contexts = [c for c in (max_context(lm), max_context(teacher.module.lm), r.max_episode_tokens) if c]
     if not contexts:
         raise ConfigError("rollout.max_episode_tokens: the models declare no context length; set a token cap")
     limits = Limits(max_turns=r.max_turns, max_action_tokens=r.max_action_tokens, max_tokens=min(contexts))
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
-    device = accelerator.device
     fmt = make_format(tok, r.chat_template, r.system_prompt)
-    policy = AgentPolicy(lm.to(device), tok, fmt, make_env, sampling, limits, r.outcome, cfg.student.lazy_logits)
-    teacher = LMTeacher(t_lm.to(device), cfg.student.lazy_logits)
+    policy = AgentPolicy(lm.to(device), tok, fmt, make_env, sampling, limits, r.outcome, s.lazy_logits)
     start = cfg.env.train_seed_start
     eval_seeds = list(range(cfg.env.eval_seed_start, cfg.env.eval_seed_start + cfg.eval.episodes))
     return Components(

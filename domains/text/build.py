@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from unified_opd.data import read_jsonl
 from unified_opd.domain import Components
-from unified_opd.domains.lm import LMTeacher, Sampling, check_same_vocabulary, load_causal_lm, max_context
+from unified_opd.domains.lm import LMTeacher, Sampling, load_causal_lm, load_lm_teacher, max_context
 from unified_opd.zoo import check_local_paths, resolve
 
 from .config import check
@@ -41,9 +41,7 @@ def _reference(cfg: DictConfig, policy: TextPolicy, device):
         return None
     if t.reference == "student":
         return LMTeacher.frozen_copy(policy)
-    ref_lm, ref_tok = load_causal_lm(t.reference, t.dtype, t.trust_remote_code, "teacher.reference")
-    check_same_vocabulary(policy.tokenizer, ref_tok, policy.lm, ref_lm, "teacher.reference")
-    return LMTeacher(ref_lm.to(device), cfg.student.lazy_logits)
+    return load_lm_teacher(t.reference, t.dtype, t.trust_remote_code, "teacher.reference", policy.tokenizer, policy.lm, device, cfg.student.lazy_logits)
 
 
 def build(cfg: DictConfig, accelerator: Accelerator) -> Components:

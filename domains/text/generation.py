@@ -13,26 +13,21 @@ import torch
 from torch import nn
 
 from unified_opd.data import verify
-from unified_opd.domains.lm import Sampling, completion_mask, max_context, sample
+from unified_opd.domains.lm import Sampling, completion_mask, max_context, sample, uses_chat_template
 from unified_opd.errors import UserError
 from unified_opd.rollout import Rollout
 
 
 def format_prompts(tok, records: Sequence[Dict[str, Any]], data_cfg) -> List[str]:
     """Apply the chat template when the tokenizer has one (data.chat_template=auto) or always."""
-    mode = data_cfg.chat_template
-    if mode not in ("auto", "always", "never"):
-        raise UserError(f"data.chat_template: expected auto, always or never, got {mode!r}")
-    has_template = getattr(tok, "chat_template", None) is not None
-    if mode == "always" and not has_template:
-        raise UserError("data.chat_template: 'always' but the student's tokenizer has no chat template")
+    use_template = uses_chat_template(tok, data_cfg.chat_template, "data.chat_template")
     field, system = data_cfg.prompt_field, data_cfg.system_prompt  # one config lookup, not one per record
     prompts = []
     for i, r in enumerate(records):
         text = r.get(field)
         if not isinstance(text, str):
             raise UserError(f"data.prompt_field: record {i} has no string field {field!r}")
-        if has_template and mode != "never":
+        if use_template:
             msgs = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": text}
             ]
