@@ -37,7 +37,7 @@ def format_validity(completions: list) -> float:
 
 @torch.no_grad()
 def decode(policy, records: list) -> list:
-    from unified_opd.domains.text.generation import Sampling
+    from unified_opd.domains.lm import Sampling
 
     greedy = Sampling(num_samples=1, max_new_tokens=policy.sampling.max_new_tokens, greedy=True)
     r = policy.rollout(records, greedy)

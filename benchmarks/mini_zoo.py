@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from unified_opd.data import write_jsonl
-from unified_opd.domains.text import arith
+from unified_opd.domains.text.zoo import arith
 from unified_opd.zoo import builder_of, cached_version, mark_built, zoo_home
 
 # teacher ~8x the student's parameters (the Lightning figure needs a teacher >= 4x the student)

@@ -128,7 +128,7 @@ def expert_accuracy(eval_size: int) -> dict:
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from unified_opd.data import read_jsonl
-    from unified_opd.domains.text import arith
+    from unified_opd.domains.text.zoo import arith
     from unified_opd.zoo import resolve
 
     held = read_jsonl(resolve("zoo:arith/eval.jsonl", "data.eval_path"))[:eval_size]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unified_opd.domains.text import arith
+from unified_opd.domains.text.zoo import arith
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -10,12 +10,12 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from unified_opd.domains.agent import zoo
+from unified_opd.domains.agent.zoo import agents as zoo
 from unified_opd.domains.agent.episodes import Limits, checked_step, env_factory, run_episodes
 from unified_opd.domains.agent.policy import episodes_rollout
 from unified_opd.domains.agent.transcript import ChatFormat, PlainFormat, make_format
 from unified_opd.domains.agent.weights import depth_weights, tcod_depth, turn_softmax_weights
-from unified_opd.domains.text.generation import Sampling
+from unified_opd.domains.lm import Sampling
 from unified_opd.errors import ConfigError, UserError
 from unified_opd.weights import WEIGHTS
 

@@ -12,7 +12,7 @@ import torch
 from unified_opd.cli import main
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for
-from unified_opd.domains.agent import zoo
+from unified_opd.domains.agent.zoo import agents as zoo
 from unified_opd.errors import ConfigError
 from unified_opd.trainer import Trainer
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from unified_opd.domains.text import arith
+from unified_opd.domains.text.zoo import arith
 
 
 @pytest.mark.parametrize("op", ["add", "sub", "mul"])

@@ -8,7 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-from unified_opd.domains.text.sampler import draw, filter_logits, sample
+from unified_opd.domains.lm.sampler import draw, filter_logits, sample
 
 
 def _model(kind: str):

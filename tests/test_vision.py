@@ -17,15 +17,15 @@ from test_vision_fixtures import STUDENT, _one_thread, tiny_vision, vision_overr
 from unified_opd.cli import main as cli_main
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for
-from unified_opd.domains.text.generation import Sampling
-from unified_opd.domains.vision import finedetail
+from unified_opd.domains.lm import LMTeacher, Sampling
+from unified_opd.domains.vision.zoo import finedetail_data as finedetail
 from unified_opd.domains.vision.config import DataConfig, TeacherConfig
 from unified_opd.domains.vision.crops import BoxError, Cropper, clip, crop_box, crop_image, grow, slide_inside, to_pixels
 from unified_opd.domains.vision.data import load_image, load_records
 from unified_opd.domains.vision.generation import ViewBuilder
 from unified_opd.domains.vision.models import load_vision_lm
-from unified_opd.domains.vision.policy import VisionPolicy, VisionTeacher, ema_update
-from unified_opd.domains.vision.tiny import TinySpec, build_processor, build_tokenizer, save_tiny
+from unified_opd.domains.vision.policy import VisionPolicy, ema_update
+from unified_opd.domains.vision.zoo.tiny import TinySpec, build_processor, build_tokenizer, save_tiny
 from unified_opd.errors import UserError
 from unified_opd.trainer import Trainer
 
@@ -158,7 +158,7 @@ def test_full_view_with_another_processor_keeps_the_completion_aligned(tiny_visi
         assert torch.equal(a[a != image], b[b != image])
     # alignment: the teacher's distribution has the student's positions
     t_lm = load_vision_lm(str(tiny_vision / "teacher"), "float32", False, "teacher")[0]
-    assert VisionTeacher(t_lm).distribution(r).log_probs().shape[:2] == r.loss_mask.shape
+    assert LMTeacher(t_lm).distribution(r).log_probs().shape[:2] == r.loss_mask.shape
 
 
 def test_image_tokens_are_masked_out_of_the_loss(tiny_vision):

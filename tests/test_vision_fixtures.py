@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from unified_opd.domains.vision import finedetail
-from unified_opd.domains.vision.tiny import TinySpec, build_processor, build_tokenizer, save_tiny
+from unified_opd.domains.vision.zoo import finedetail_data as finedetail
+from unified_opd.domains.vision.zoo.tiny import TinySpec, build_processor, build_tokenizer, save_tiny
 
 STUDENT = TinySpec(image_size=16, patch_size=8, vision_hidden=32, vision_layers=1, text_hidden=32, text_layers=1, heads=2)
 TEACHER = TinySpec(image_size=32, patch_size=8, vision_hidden=32, vision_layers=1, text_hidden=48, text_layers=1, heads=2)

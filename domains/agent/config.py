@@ -1,4 +1,5 @@
-"""Config schema of the agent domain (multi-turn OPD in gymnasium text environments)."""
+"""Config schema of the agent domain (multi-turn OPD in gymnasium text environments), and
+`check`, its value checks (run before any model loads, env is made or zoo entry builds)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import Any, Dict, Optional
 from omegaconf import MISSING
 
 from unified_opd.config import DivergenceConfig, RunConfig
+from unified_opd.domains.lm import check_chat_template, check_positive, check_sampling
+from unified_opd.errors import ConfigError
+
+OUTCOMES = ("success", "return")
 
 
 @dataclass
@@ -67,3 +72,22 @@ class AgentRunConfig(RunConfig):
     env: EnvConfig = field(default_factory=EnvConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def check(cfg) -> None:
+    """Value errors of an agent run, as ConfigErrors naming the field; loads nothing."""
+    r, e, env = cfg.rollout, cfg.eval, cfg.env
+    check_sampling(r, ("batch_size", "max_action_tokens"))
+    for key in ("max_turns", "max_episode_tokens"):
+        if r[key] < 0:
+            raise ConfigError(f"rollout.{key}: expected 0 (no limit of its own) or a positive integer, got {r[key]}")
+    check_chat_template(r.chat_template, "rollout.chat_template")
+    if r.outcome not in OUTCOMES:
+        raise ConfigError(f"rollout.outcome: expected one of {OUTCOMES}, got {r.outcome!r}")
+    check_positive(env, "env", ("train_seeds",))
+    check_positive(e, "eval", ("episodes", "batch_size"))
+    if env.eval_seed_start < env.train_seed_start + env.train_seeds and env.train_seed_start < env.eval_seed_start + e.episodes:
+        raise ConfigError(
+            f"env.eval_seed_start: held-out seeds [{env.eval_seed_start}, {env.eval_seed_start + e.episodes}) overlap "
+            f"the training seeds [{env.train_seed_start}, {env.train_seed_start + env.train_seeds})"
+        )

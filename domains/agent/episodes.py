@@ -3,7 +3,7 @@
 One env instance per episode, stepped side by side (a hand-rolled vector env: string spaces
 and per-episode ends do not fit gymnasium's autoresetting vector API). Each turn, the context
 of every running episode is left-padded into one batch and the model samples its actions with
-the KV-cache sampler (`text.sampler.sample`); each action is decoded, sent to its env, and the env's answer is appended as
+the KV-cache sampler (`lm.sample`); each action is decoded, sent to its env, and the env's answer is appended as
 context. An episode ends when the env terminates or truncates, at the agent's turn limit, or
 when its transcript would outgrow the token cap (`context overflow`, counted as failed). An env
 that raises or returns a malformed step ends its episode as failed with a message; it never
@@ -18,8 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import gymnasium
 import torch
 
-from unified_opd.domains.text.generation import Sampling
-from unified_opd.domains.text.sampler import sample
+from unified_opd.domains.lm import Sampling, sample
 from unified_opd.errors import ConfigError
 
 from .transcript import Transcript

@@ -9,14 +9,13 @@ from typing import Callable, Dict, List
 import torch
 
 from unified_opd.divergences import divergence
-from unified_opd.domains.text.generation import Sampling
-from unified_opd.domains.text.policy import TextTeacher
+from unified_opd.domains.lm import LMTeacher, Sampling
 
 from .episodes import summarise
 from .policy import AgentPolicy, episodes_rollout
 
 
-def make_evaluator(seeds: List[int], teacher: TextTeacher, cfg) -> Callable[[AgentPolicy, int], Dict[str, float]]:
+def make_evaluator(seeds: List[int], teacher: LMTeacher, cfg) -> Callable[[AgentPolicy, int], Dict[str, float]]:
     """Returns evaluate(policy, step)."""
     e, r = cfg.eval, cfg.rollout
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, greedy=e.greedy)

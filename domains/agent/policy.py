@@ -1,6 +1,6 @@
 """The agent student: a causal LM that plays episodes and scores its whole transcripts.
 
-The teacher is the text domain's `TextTeacher`: the agent rollout's view is a right-padded
+The teacher is the LM layer's `LMTeacher`: the agent rollout's view is a right-padded
 transcript with `prompt_len = 0`, so the teacher scores every transcript in one forward pass
 with the same position alignment as the student.
 """
@@ -13,10 +13,7 @@ from typing import Callable, Dict, Sequence
 import torch
 from rich.console import Console
 
-from unified_opd.distributions import Categorical
-from unified_opd.domains.text.generation import Sampling, view_distribution
-from unified_opd.domains.text.models import HiddenStates
-from unified_opd.interfaces import Policy
+from unified_opd.domains.lm import LMPolicy, Sampling
 from unified_opd.rollout import Rollout
 
 from .episodes import Episode, Limits, outcome, run_episodes, summarise
@@ -40,11 +37,11 @@ def episodes_rollout(episodes: Sequence[Episode], pad_id: int, device, outcome_k
     )
 
 
-class AgentPolicy(Policy):
+class AgentPolicy(LMPolicy):
     """Student causal LM acting in `make_env()` environments, one episode per record (an env seed)."""
 
     def __init__(self, lm, tokenizer, fmt, make_env: Callable, sampling: Sampling, limits: Limits, outcome_kind: str, lazy: bool = True):
-        self.module = HiddenStates(lm, lazy)
+        super().__init__(lm, tokenizer, lazy)
         self.tokenizer = tokenizer
         self.fmt = fmt
         self.make_env = make_env
@@ -53,10 +50,6 @@ class AgentPolicy(Policy):
         self.outcome_kind = outcome_kind
         self.last_metrics: Dict[str, float] = {}
         self._warned: Counter = Counter()
-
-    @property
-    def lm(self):
-        return self.module.lm
 
     def play(self, seeds: Sequence[int], sampling: Sampling | None = None, lm=None):
         """Episodes for `seeds`, acted by this student (or by `lm`, e.g. the teacher's model)."""
@@ -76,10 +69,3 @@ class AgentPolicy(Policy):
                 if not self._warned[kind]:
                     console.print(f"[yellow]warning[/yellow]: episode (seed {ep.seed}) ended as failed: {ep.error}")
                 self._warned[kind] += 1
-
-    def distribution(self, rollout: Rollout) -> Categorical:
-        return view_distribution(self.train_module, self.module, rollout.student_view, 0)
-
-    def save(self, path: str) -> None:
-        self.lm.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)

@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from unified_opd.domains.lm import uses_chat_template
 from unified_opd.errors import UserError
 from unified_opd.rollout import Rollout
 
@@ -98,12 +99,7 @@ class ChatFormat:
 
 def make_format(tok, mode: str, system_prompt: Optional[str]):
     """`auto` uses the chat template when the tokenizer has one; `always` requires it."""
-    if mode not in ("auto", "always", "never"):
-        raise UserError(f"rollout.chat_template: expected auto, always or never, got {mode!r}")
-    has_template = getattr(tok, "chat_template", None) is not None
-    if mode == "always" and not has_template:
-        raise UserError("rollout.chat_template: 'always' but the student's tokenizer has no chat template")
-    if has_template and mode != "never":
+    if uses_chat_template(tok, mode, "rollout.chat_template"):
         return ChatFormat(tok, system_prompt)
     return PlainFormat(tok)
 

@@ -24,9 +24,10 @@ from unified_opd.interfaces import Teacher
 from unified_opd.rollout import Rollout
 from unified_opd.zoo import resolve
 
-from .generation import Sampling, encode_prompts, format_prompts, generate_rollout
-from .models import check_same_vocabulary, load_causal_lm
-from .policy import TextTeacher
+from unified_opd.domains.lm import LMTeacher as TextTeacher
+from unified_opd.domains.lm import Sampling, check_same_vocabulary, load_causal_lm
+
+from .generation import encode_prompts, format_prompts, generate_rollout
 from .teachers import TEACHERS, BuiltTeacher, TeacherContext
 
 FIELD = "teacher.cache.dir"

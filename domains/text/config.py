@@ -1,4 +1,5 @@
-"""Config schema of the text domain (every key documented in the README's table)."""
+"""Config schema of the text domain (every key documented in the README's table), and `check`,
+its value checks (run before any model loads or zoo entry builds)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import Dict, List, Optional
 from omegaconf import MISSING
 
 from unified_opd.config import RunConfig
+from unified_opd.data import VERIFIERS
+from unified_opd.domains.lm import check_chat_template, check_sampling
+
+from .views import TEACHER_VIEWS
 
 
 @dataclass
@@ -84,3 +89,11 @@ class TextRunConfig(RunConfig):
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def check(cfg) -> None:
+    """Value errors of a text run, as ConfigErrors naming the field; loads nothing."""
+    VERIFIERS.get(cfg.data.verifier, "data.verifier")
+    check_sampling(cfg.rollout)
+    TEACHER_VIEWS.get(cfg.teacher.view, "teacher.view")
+    check_chat_template(cfg.data.chat_template, "data.chat_template")

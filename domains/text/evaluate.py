@@ -8,9 +8,10 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from unified_opd.divergences import divergence
+from unified_opd.domains.lm import Sampling
 from unified_opd.interfaces import Teacher
 
-from .generation import Sampling, generate_rollout
+from .generation import generate_rollout
 from .policy import TextPolicy
 
 

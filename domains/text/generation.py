@@ -7,61 +7,33 @@ tokens up to and including the first EOS (prompt, padding and post-EOS positions
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 from torch import nn
 
 from unified_opd.data import verify
-from unified_opd.distributions import Categorical
+from unified_opd.domains.lm import Sampling, completion_mask, max_context, sample, uses_chat_template
 from unified_opd.errors import UserError
 from unified_opd.rollout import Rollout
-
-from .models import HiddenStates
-from .sampler import sample
-
-
-@dataclass
-class Sampling:
-    num_samples: int = 1
-    max_new_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    greedy: bool = False
 
 
 def format_prompts(tok, records: Sequence[Dict[str, Any]], data_cfg) -> List[str]:
     """Apply the chat template when the tokenizer has one (data.chat_template=auto) or always."""
-    mode = data_cfg.chat_template
-    if mode not in ("auto", "always", "never"):
-        raise UserError(f"data.chat_template: expected auto, always or never, got {mode!r}")
-    has_template = getattr(tok, "chat_template", None) is not None
-    if mode == "always" and not has_template:
-        raise UserError("data.chat_template: 'always' but the student's tokenizer has no chat template")
+    use_template = uses_chat_template(tok, data_cfg.chat_template, "data.chat_template")
     field, system = data_cfg.prompt_field, data_cfg.system_prompt  # one config lookup, not one per record
     prompts = []
     for i, r in enumerate(records):
         text = r.get(field)
         if not isinstance(text, str):
             raise UserError(f"data.prompt_field: record {i} has no string field {field!r}")
-        if has_template and mode != "never":
+        if use_template:
             msgs = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": text}
             ]
             text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         prompts.append(text)
     return prompts
-
-
-def completion_mask(generated: torch.Tensor, eos_id: Optional[int]) -> torch.Tensor:
-    """1 on generated tokens up to and including the first EOS, 0 after it."""
-    if eos_id is None:
-        return torch.ones_like(generated)
-    is_eos = (generated == eos_id).long()
-    before_or_at_first = (is_eos.cumsum(-1) - is_eos) == 0
-    return before_or_at_first.long()
 
 
 def encode_prompts(tok, prompts: List[str], max_context: int, field: str = "data.path") -> Dict[str, torch.Tensor]:
@@ -71,10 +43,6 @@ def encode_prompts(tok, prompts: List[str], max_context: int, field: str = "data
             f"{field}: a prompt is {enc['input_ids'].shape[1]} tokens, but the model's context is {max_context}"
         )
     return enc
-
-
-def max_context(lm) -> int:
-    return int(getattr(lm.config, "max_position_embeddings", 0) or 0)
 
 
 def check_prompts_fit(tok, records: Sequence[Dict[str, Any]], data_cfg, max_context: int, field: str) -> None:
@@ -131,22 +99,3 @@ def generate_rollout(
         group_ids=torch.arange(len(records), device=device).repeat_interleave(n),
         meta={"completions": completions, "records": [r for r in records for _ in range(n)]},
     )
-
-
-def view_distribution(module: nn.Module, wrapper: HiddenStates, view: Dict[str, Any], student_prompt_len: int) -> Categorical:
-    """Score a view's sequence and align it to the student's positions.
-
-    A teacher view may carry a different (e.g. privileged) prompt followed by the same
-    completion; both are left-padded, so the completion starts at each view's `prompt_len` and
-    student position p maps to view position p + (prompt_len_view − prompt_len_student).
-    """
-    out = module(view["input_ids"], view["attention_mask"])[:, :-1]
-    shift = view["prompt_len"] - student_prompt_len
-    if shift > 0:
-        out = out[:, shift:]
-    elif shift < 0:
-        out = torch.nn.functional.pad(out, (0, 0, -shift, 0))
-    if wrapper.lazy:
-        weight, bias = wrapper.head()
-        return Categorical.from_hidden(out, weight, bias)
-    return Categorical.from_logits(out)

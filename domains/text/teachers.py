@@ -25,9 +25,11 @@ from unified_opd.registry import Registry
 from unified_opd.rollout import Rollout
 from unified_opd.teachers import PooledTeacher, RoutedTeacher
 
-from .generation import Sampling, format_prompts, generate_rollout, view_distribution
-from .models import HiddenStates, check_same_vocabulary, load_causal_lm
-from .policy import TextPolicy, TextTeacher
+from unified_opd.domains.lm import HiddenStates, Sampling, check_same_vocabulary, load_causal_lm, view_distribution
+from unified_opd.domains.lm import LMTeacher as TextTeacher
+
+from .generation import format_prompts, generate_rollout
+from .policy import TextPolicy
 
 TEACHERS = Registry("teacher kind", "teacher.kind")
 

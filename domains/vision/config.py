@@ -1,4 +1,5 @@
-"""Config schema of the vision domain (every key documented in docs/vision.md)."""
+"""Config schema of the vision domain (every key documented in docs/vision.md), and `check`, its
+value checks (run before any model loads or zoo entry builds)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ from typing import Optional
 from omegaconf import MISSING
 
 from unified_opd.config import RunConfig
+from unified_opd.data import VERIFIERS
+from unified_opd.domains.lm import check_sampling
+from unified_opd.errors import ConfigError
+
+from .crops import Cropper
+from .data import ON_ERROR
+
+VIEWS = ("crop", "full")
+SOURCES = ("live", "frozen", "ema")
 
 
 @dataclass
@@ -72,3 +82,24 @@ class VisionRunConfig(RunConfig):
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def check_teacher(t) -> None:
+    if t.view not in VIEWS:
+        raise ConfigError(f"teacher.view: expected one of {VIEWS}, got {t.view!r}")
+    if t.path is None and t.view == "full":
+        raise ConfigError("teacher.path: view=full needs a separate teacher model (the student on its own view is itself)")
+    if t.path is None and t.source not in SOURCES:
+        raise ConfigError(f"teacher.source: expected one of {SOURCES}, got {t.source!r}")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"teacher.ema_decay: expected a number in [0, 1), got {t.ema_decay}")
+
+
+def check(cfg) -> None:
+    """Value errors of a vision run, as ConfigErrors naming the field; loads nothing."""
+    VERIFIERS.get(cfg.data.verifier, "data.verifier")
+    check_sampling(cfg.rollout)
+    check_teacher(cfg.teacher)
+    if cfg.data.on_error not in ON_ERROR:
+        raise ConfigError(f"data.on_error: expected one of {ON_ERROR}, got {cfg.data.on_error!r}")
+    Cropper(cfg.teacher, cfg.data)  # crop_fn, crop_margin, crop_upscale

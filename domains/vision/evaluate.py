@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List
 import torch
 
 from unified_opd.divergences import divergence
-from unified_opd.domains.text.generation import Sampling
+from unified_opd.domains.lm import Sampling
 from unified_opd.interfaces import Teacher
 
 from .crops import Cropper

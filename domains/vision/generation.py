@@ -6,12 +6,12 @@ EOS, so image placeholder tokens, like every prompt token, never enter the loss)
 dict `{input_ids, attention_mask, prompt_len, images}` where `images` holds the processor's
 image tensors, one row per trajectory. The teacher view carries its own prompt tokens and
 pixels (the crop, or the teacher processor's encoding of the full image) followed by the same
-completion tokens; `view_distribution` aligns it to the student's positions.
+completion tokens; `unified_opd.domains.lm.view_distribution` scores a view (binding its `images`
+to the forward) and aligns it to the student's positions.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -19,13 +19,12 @@ from PIL import Image
 from torch import nn
 
 from unified_opd.data import verify
-from unified_opd.distributions import Categorical
-from unified_opd.domains.text.generation import Sampling, completion_mask, view_distribution
+from unified_opd.domains.lm import Sampling, completion_mask, max_context
 from unified_opd.errors import UserError
 from unified_opd.rollout import Rollout
 
 from .data import RecordError, load_image
-from .models import VisionHiddenStates, image_token_id
+from .models import image_token_id
 
 TEXT_KEYS = ("input_ids", "attention_mask")
 ImageTransform = Callable[[Dict[str, Any], Image.Image], Image.Image]
@@ -83,11 +82,6 @@ class ViewBuilder:
         }
 
 
-def _max_context(lm) -> int:
-    text = getattr(lm.config, "text_config", lm.config)
-    return int(getattr(text, "max_position_embeddings", 0) or 0)
-
-
 @torch.no_grad()
 def generate_rollout(
     lm: nn.Module,
@@ -109,7 +103,7 @@ def generate_rollout(
     shown = [image_transform(r, im) for r, im in zip(records, images)] if image_transform else images
     enc = encode(processor, format_prompts(processor, records, data_cfg), shown, device)
     prompt_len = enc["input_ids"].shape[1]
-    ctx = _max_context(lm)
+    ctx = max_context(lm)
     if ctx and prompt_len >= ctx:
         raise UserError(f"data.path: a prompt with its image tokens is {prompt_len} tokens, but the model's context is {ctx}")
     n = sampling.num_samples
@@ -146,9 +140,3 @@ def generate_rollout(
         group_ids=torch.arange(len(records), device=device).repeat_interleave(n),
         meta={"completions": completions, "records": expanded},
     )
-
-
-def score_view(module: nn.Module, wrapper: VisionHiddenStates, view: Dict[str, Any], student_prompt_len: int) -> Categorical:
-    """The model's distribution on a view, aligned to the student's positions (text domain's
-    `view_distribution`, with the view's image tensors bound to the forward)."""
-    return view_distribution(partial(module, **view["images"]), wrapper, view, student_prompt_len)

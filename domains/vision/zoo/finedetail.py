@@ -20,15 +20,15 @@ import torch
 from omegaconf import OmegaConf
 
 from unified_opd.data import write_jsonl
-from unified_opd.domains.text.generation import Sampling
+from unified_opd.domains.lm import Sampling
 from unified_opd.supervised import SupervisedPlan, fit, model_loss
 from unified_opd.zoo import console, register_zoo
 
-from . import finedetail
-from .config import DataConfig, TeacherConfig
-from .crops import Cropper
-from .data import load_image, load_records
-from .generation import format_prompts, generate_rollout
+from ..config import DataConfig, TeacherConfig
+from ..crops import Cropper
+from ..data import load_image, load_records
+from ..generation import format_prompts, generate_rollout
+from . import finedetail_data as finedetail
 from .tiny import TinySpec, build_processor, build_tokenizer
 
 

@@ -10,11 +10,33 @@ by inverse CDF (`draw`). Greedy decoding returns exactly `generate`'s tokens (te
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
+
+
+@dataclass
+class Sampling:
+    """How completions are drawn (`rollout.*` settings; evaluation uses `greedy=True`)."""
+
+    num_samples: int = 1
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    greedy: bool = False
+
+
+def completion_mask(generated: Tensor, eos_id: Optional[int]) -> Tensor:
+    """1 on generated tokens up to and including the first EOS, 0 after it."""
+    if eos_id is None:
+        return torch.ones_like(generated)
+    is_eos = (generated == eos_id).long()
+    before_or_at_first = (is_eos.cumsum(-1) - is_eos) == 0
+    return before_or_at_first.long()
 
 
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:

@@ -35,13 +35,13 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from unified_opd.domains.text.generation import Sampling
+from unified_opd.domains.lm import Sampling
 from unified_opd.envs import CHARSET
 from unified_opd.supervised import SupervisedPlan, fit, model_loss
 from unified_opd.zoo import console, register_zoo
 
-from .episodes import Limits, env_factory, run_episodes, summarise
-from .transcript import PlainFormat, Transcript
+from ..episodes import Limits, env_factory, run_episodes, summarise
+from ..transcript import PlainFormat, Transcript
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 # A word is lower-case letters, optionally with a `:number` tail: a KeyDoor exit `s:3` is then

@@ -1,0 +1,86 @@
+"""Loading Hugging Face language models (causal or image-text) and checking that two of them
+can be compared token by token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Tuple
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from unified_opd.errors import UserError
+from unified_opd.zoo import resolve
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def model_dir(path: str, dtype: str, field: str) -> str:
+    """The local directory of `path` (a directory or `zoo:` name), with `dtype` checked; errors name `field`."""
+    local = resolve(path, f"{field}.path")
+    if not Path(local).is_dir():
+        raise UserError(f"{field}.path: expected a model directory, got {path}")
+    if dtype not in DTYPES:
+        raise UserError(f"{field}.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    return local
+
+
+def load_pretrained(auto_class, local: str, field: str, what: str, errors: Tuple[type, ...] = (OSError, ValueError, KeyError), **kwargs):
+    """`auto_class.from_pretrained(local, **kwargs)`; a failure is a UserError naming `field` and `what` it was loading."""
+    try:
+        return auto_class.from_pretrained(local, **kwargs)
+    except errors as e:
+        raise UserError(f"{field}.path: cannot load {what} from {local}: {str(e).splitlines()[0]}") from e
+
+
+def weights_options(dtype: str, trust_remote_code: bool) -> dict:
+    """`from_pretrained` options of a model's weights: the dtype, safetensors only."""
+    return {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code, "use_safetensors": True}
+
+
+def prepare_tokenizer(tok: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Left padding, and a pad id (generation needs one; reusing EOS is the usual convention and is masked out)."""
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_causal_lm(
+    path: str, dtype: str, trust_remote_code: bool, field: str
+) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load model + tokenizer from a directory (or `zoo:` name); errors name `field`."""
+    local = model_dir(path, dtype, field)
+    tok = load_pretrained(AutoTokenizer, local, field, "a causal LM", trust_remote_code=trust_remote_code)
+    model = load_pretrained(AutoModelForCausalLM, local, field, "a causal LM", **weights_options(dtype, trust_remote_code))
+    if not any(p.is_floating_point() for p in model.parameters()):
+        raise UserError(f"{field}.dtype: the model has no floating-point parameters to distil")
+    return model, prepare_tokenizer(tok)
+
+
+def check_same_vocabulary(student_tok, teacher_tok, student_lm, teacher_lm, what: str = "teacher") -> None:
+    """A teacher must score the student's token ids: same vocabulary size and same token strings."""
+    vs = student_lm.get_output_embeddings().weight.shape[0]
+    vt = teacher_lm.get_output_embeddings().weight.shape[0]
+    if vs != vt:
+        raise UserError(
+            f"{what}.path: vocabulary size {vt} differs from the student's {vs}; "
+            f"on-policy distillation needs the same tokenizer for student and {what}"
+        )
+    if student_tok.get_vocab() != teacher_tok.get_vocab():
+        a, b = student_tok.get_vocab(), teacher_tok.get_vocab()
+        diff = next((k for k in a if b.get(k) != a[k]), None) or next(k for k in b if k not in a)
+        raise UserError(
+            f"{what}.path: tokenizer differs from the student's (e.g. token {diff!r}); "
+            f"on-policy distillation needs the same tokenizer for student and {what}"
+        )
+
+
+def text_config(lm: PreTrainedModel) -> Any:
+    """The config of the language part: multimodal models keep it on `text_config`."""
+    return getattr(lm.config, "text_config", None) or lm.config
+
+
+def max_context(lm: PreTrainedModel) -> int:
+    """The model's context length in tokens (0 when it declares none)."""
+    return int(getattr(text_config(lm), "max_position_embeddings", 0) or 0)

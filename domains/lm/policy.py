@@ -1,0 +1,35 @@
+"""The student language model: what every LM-based domain's policy shares (the wrapped module,
+scoring its own rollouts, saving); each domain adds how it samples (`rollout`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unified_opd.distributions import Categorical
+from unified_opd.interfaces import Policy
+from unified_opd.rollout import Rollout
+
+from .scoring import HiddenStates, view_distribution
+
+
+class LMPolicy(Policy):
+    """A Hugging Face language model as the student. `preprocessor` (its tokenizer or processor)
+    is saved next to the weights, so `save` writes a directory `from_pretrained` loads."""
+
+    def __init__(self, lm, preprocessor: Any, lazy: bool = True):
+        self.module = HiddenStates(lm, lazy)
+        self.preprocessor = preprocessor
+
+    @property
+    def lm(self):
+        return self.module.lm
+
+    def distribution(self, rollout: Rollout) -> Categorical:
+        """The student's per-position distribution on its own view, through `train_module` (so
+        gradients flow and a DDP wrapper synchronises them)."""
+        view = rollout.student_view
+        return view_distribution(self.train_module, self.module, view, view["prompt_len"])
+
+    def save(self, path: str) -> None:
+        self.lm.save_pretrained(path)
+        self.preprocessor.save_pretrained(path)
