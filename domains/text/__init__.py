@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from unified_opd.data import VERIFIERS, read_jsonl
 from unified_opd.domain import Components, register_domain
 from unified_opd.errors import ConfigError
+from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths, resolve
 
 from . import arith  # noqa: F401  (registers the zoo entries)
@@ -18,9 +19,9 @@ from . import cache  # noqa: F401  (registers the cache teacher and the cache wr
 from .config import TextRunConfig
 from .evaluate import make_evaluator
 from .generation import Sampling, check_prompts_fit, max_context
-from .models import check_same_vocabulary, load_causal_lm
-from .policy import TextPolicy, TextTeacher
-from .teachers import TeacherContext, build_teacher
+from .models import load_causal_lm
+from .policy import TextPolicy
+from .teachers import teacher_context
 from .views import view_builder
 
 
@@ -60,20 +61,14 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
         num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k
     )
     policy = TextPolicy(lm.to(device), tok, cfg.data, sampling, cfg.student.lazy_logits, view)
-    built = build_teacher(TeacherContext(cfg, policy, device))
-    reference = None
-    if cfg.teacher.reference == "student":
-        reference = TextTeacher.frozen_copy(policy)
-    elif cfg.teacher.reference is not None:
-        ref_lm, ref_tok = load_causal_lm(cfg.teacher.reference, cfg.teacher.dtype, cfg.teacher.trust_remote_code, "teacher.reference")
-        check_same_vocabulary(tok, ref_tok, lm, ref_lm, "teacher.reference")
-        reference = TextTeacher(ref_lm.to(device), cfg.student.lazy_logits)
+    teachers = teacher_context(cfg, policy, device)
+    built = build_teacher(teachers)
     return Components(
         policy=policy,
         teacher=built.teacher,
         train_records=built.records or records,
-        evaluate=make_evaluator(eval_records, built.eval_teacher, cfg, built.teacher_lm),
-        reference=reference,
+        evaluate=make_evaluator(eval_records, built.eval_teacher, cfg, built.model.module.lm if built.model else None),
+        reference=build_reference(teachers),
     )
 
 

@@ -22,12 +22,12 @@ from unified_opd.distributions import Categorical
 from unified_opd.errors import ConfigError
 from unified_opd.interfaces import Teacher
 from unified_opd.rollout import Rollout
+from unified_opd.teacher_kinds import TEACHERS, BuiltTeacher, TeacherContext, TeacherKind
 from unified_opd.zoo import resolve
 
 from .generation import Sampling, encode_prompts, format_prompts, generate_rollout
 from .models import check_same_vocabulary, load_causal_lm
 from .policy import TextTeacher
-from .teachers import TEACHERS, BuiltTeacher, TeacherContext
 
 FIELD = "teacher.cache.dir"
 
@@ -177,7 +177,6 @@ class CacheTeacher(Teacher):
         return Categorical.from_topk(self.logprobs[rows, cols], self.indices[rows, cols], self.vocab_size)
 
 
-@TEACHERS.register("cache")
 def _cache(ctx: TeacherContext) -> BuiltTeacher:
     cfg = ctx.cfg
     directory = _require(cfg.teacher.cache.dir, FIELD)
@@ -189,5 +188,9 @@ def _cache(ctx: TeacherContext) -> BuiltTeacher:
     for row, i in enumerate(tensors["record_index"].tolist()):
         by_prompt.setdefault(i, []).append(row)
     rows = [{**records[i], "_cache_rows": r} for i, r in by_prompt.items()]
-    ctx.policy.replay = CachedRollouts(tensors, manifest["prompt_len"], ctx.device)
-    return BuiltTeacher(CacheTeacher(tensors, manifest["vocab_size"], ctx.device), None, None, rows)
+    device = ctx.source.device
+    ctx.policy.replay = CachedRollouts(tensors, manifest["prompt_len"], device)
+    return BuiltTeacher(CacheTeacher(tensors, manifest["vocab_size"], device), None, records=rows)
+
+
+TEACHERS.register("cache", TeacherKind(_cache, domains=("text",)))

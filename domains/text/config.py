@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 from omegaconf import MISSING
 
 from unified_opd.config import RunConfig
+from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 
 
 @dataclass
@@ -30,21 +31,13 @@ class CacheConfig:
 
 
 @dataclass
-class TeacherConfig:
-    kind: str = "model"  # model | self | cache | router | pool | best_of (registry domains/text/teachers.py)
-    path: Optional[str] = None  # a model directory or zoo:NAME/sub (kind model; default route of a router)
+class TeacherConfig(CoreTeacherConfig):
+    """The core teacher shape (kind, path, reference, ema, experts, members, weights, ...) plus the LM's own."""
+
     dtype: str = "float32"
     trust_remote_code: bool = False
-    reference: Optional[str] = None  # G-OPD reference model ("student" = frozen copy of the initial student)
     view: str = "same"  # what the teacher reads (registry domains/text/views.py): same | answer_hint
-    ema: float = 0.0  # kind self: 0 = the live student; in (0, 1) = an EMA copy with this decay
-    experts: Dict[str, str] = field(default_factory=dict)  # kind router: task tag -> model path
-    members: List[str] = field(default_factory=list)  # kind pool / best_of: model paths
-    weights: List[float] = field(default_factory=list)  # kind pool: fixed log-linear weights (one per member)
-    pool_rule: str = "fixed"  # kind pool: fixed | confidence (per-token softmax of -entropy / temperature)
-    confidence_temperature: float = 1.0
-    select: str = "verifier"  # kind best_of: verifier (greedy answer correct, ties by likelihood) | likelihood
-    cache: CacheConfig = field(default_factory=CacheConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)  # kind cache (Lightning OPD)
 
 
 @dataclass
