@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
-from .models import velocity
-from .sde import flow_matching_pair
+from ..models import velocity
+from ..sde import flow_matching_pair
 
 console = Console(stderr=True)
 
