@@ -211,6 +211,8 @@ def test_self_teacher_live_ema_and_frozen_reference():
     with torch.no_grad():
         ctx.policy.module.weight.fill_(6.0)
     assert ref.module.weight.item() == 2.0 and not ref.module.weight.requires_grad  # a frozen copy
+    frozen = build_teacher(context(kind="self", ema=1.0)).teacher
+    assert isinstance(frozen, ModuleTeacher) and not frozen.module.weight.requires_grad and frozen.state() is None
     ema = build_teacher(context(kind="self", ema=0.75)).teacher
     assert isinstance(ema, EmaTeacher) and ema.copy.weight.item() == 2.0
     policy = ToyPolicy()
@@ -238,7 +240,7 @@ def test_reference_path_is_loaded_through_the_source_and_memoised():
         ({"kind": "model"}, "teacher.path: required by teacher.kind=model"),
         ({"kind": "router"}, "teacher.experts: required by teacher.kind=router"),
         ({"kind": "pool"}, "teacher.members: required by teacher.kind=pool"),
-        ({"kind": "self", "ema": 1.0}, "teacher.ema: expected 0"),
+        ({"kind": "self", "ema": 1.5}, "teacher.ema: expected 0"),
         ({"kind": "pool", "members": ["1", "2"], "weights": [1.0]}, "teacher.weights: need one weight per member"),
         ({"kind": "pool", "members": ["1"], "pool_rule": "max"}, "teacher.pool_rule"),
         ({"kind": "self", "select": "best"}, "teacher.select"),

@@ -17,7 +17,7 @@ class TeacherConfig:
     kind: str = "model"  # model | self | router | pool | best_of, plus a domain's own (registry unified_opd/teacher_kinds.py)
     path: Optional[str] = None  # a teacher model (kind model; the default route of a router)
     reference: Optional[str] = None  # G-OPD reference: a model path, or "student" (frozen copy of the initial student)
-    ema: float = 0.0  # kind self: 0 = the live student; in (0, 1) = an EMA copy with this decay
+    ema: float = 0.0  # kind self: 0 = the live student; in (0, 1) = an EMA copy with this decay; 1 = a frozen copy
     experts: Dict[str, str] = field(default_factory=dict)  # kind router: task tag -> model path
     members: List[str] = field(default_factory=list)  # kind pool / best_of: model paths
     weights: List[float] = field(default_factory=list)  # kind pool: fixed log-linear weights, one per member (empty: equal)

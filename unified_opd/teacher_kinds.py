@@ -1,7 +1,7 @@
 """Teachers built from `teacher.kind`, the same kinds for every domain.
 
     model    one teacher model (`teacher.path`)
-    self     the student itself, or an EMA copy (`teacher.ema`), read on the rollout's teacher view
+    self     the student itself, an EMA copy or a frozen copy (`teacher.ema` 0, (0, 1), 1), on the teacher view
     router   task tag -> expert (`teacher.experts`); `teacher.path` takes unrouted tags
     pool     log-linear pool of `teacher.members`, fixed `teacher.weights` or per-position confidence
     best_of  per prompt, the member with the best verifier score / likelihood (BRTS selection)
@@ -103,8 +103,8 @@ def check_teacher(t: Any, source_type: type) -> None:
     for key in kind.requires:
         if not t.get(key):
             raise ConfigError(f"teacher.{key}: required by teacher.kind={t.kind}")
-    if not 0.0 <= t.ema < 1.0:
-        raise ConfigError(f"teacher.ema: expected 0 (live student) or a decay in (0, 1), got {t.ema}")
+    if not 0.0 <= t.ema <= 1.0:
+        raise ConfigError(f"teacher.ema: expected 0 (live student), a decay in (0, 1) (EMA copy) or 1 (frozen copy), got {t.ema}")
     if t.pool_rule not in POOL_RULES:
         raise ConfigError(f"teacher.pool_rule: expected fixed or confidence, got {t.pool_rule!r}")
     if t.kind == "pool" and t.pool_rule == "fixed" and t.weights and len(t.weights) != len(t.members):
@@ -126,8 +126,12 @@ def build_reference(ctx: TeacherContext) -> Optional[Teacher]:
     if ref is None:
         return None
     if ref == "student":
-        return ctx.source.view_of(frozen_copy(ctx.policy.module), "teacher.reference")
+        return _frozen_student(ctx, "teacher.reference")
     return ctx.load(ref, "teacher.reference")
+
+
+def _frozen_student(ctx: TeacherContext, field: str) -> Teacher:
+    return ctx.source.view_of(frozen_copy(ctx.policy.module), field)
 
 
 def _members(ctx: TeacherContext) -> List[Teacher]:
@@ -140,11 +144,15 @@ def _model(ctx: TeacherContext) -> BuiltTeacher:
 
 
 def _self(ctx: TeacherContext) -> BuiltTeacher:
+    """ema 0: the live student; in (0, 1): an EMA copy; 1: a frozen copy of the initial student
+    (an EMA of decay 1 never moves, so it needs neither updates nor checkpointed state)."""
     t, module = ctx.cfg.teacher, ctx.policy.module
-    if t.ema > 0:
-        teacher: Teacher = EmaTeacher(frozen_copy(module), lambda m: ctx.source.view_of(m, "teacher"), t.ema)
+    if t.ema == 0:
+        teacher: Teacher = ctx.source.view_of(module, "teacher")
+    elif t.ema == 1:
+        teacher = _frozen_student(ctx, "teacher")
     else:
-        teacher = ctx.source.view_of(module, "teacher")
+        teacher = EmaTeacher(frozen_copy(module), lambda m: ctx.source.view_of(m, "teacher"), t.ema)
     return BuiltTeacher(teacher, teacher)
 
 
