@@ -100,3 +100,33 @@ def test_bad_config_names_the_field(models, tmp_path):
         Trainer(load_config(None, overrides(models, tmp_path / "lam", "objective.lam=2.0", "trainer.max_steps=1"), schema_for)).train()
     with pytest.raises(ConfigError, match="rollout.mode"):
         build("rollout.mode=ddpm")
+
+
+def test_replaced_keys_and_unavailable_kinds_fail_before_any_load(models, tmp_path):
+    def build(*extra):
+        return Trainer(load_config(None, overrides(models, tmp_path / "bad", "student.path=/nonexistent", *extra), schema_for))
+
+    with pytest.raises(ConfigError, match="teacher.combine was replaced by teacher.kind: router|pool"):
+        build("teacher.combine=pool")
+    with pytest.raises(ConfigError, match="teacher.pool_weights was replaced by teacher.weights"):
+        build("teacher.pool_weights=[0.5,0.5]")
+    with pytest.raises(ConfigError, match="teacher.kind: 'best_of' is not available in the diffusion domain"):
+        build("teacher.kind=best_of", f"teacher.members=[{models / 'expert_a'}]")
+    with pytest.raises(ConfigError, match="teacher.members: required by teacher.kind=pool"):
+        build("teacher.kind=pool")
+    with pytest.raises(ConfigError, match="teacher.pool_rule: diffusion pools with fixed weights only"):
+        build("teacher.kind=pool", f"teacher.members=[{models / 'expert_a'}]", "teacher.pool_rule=confidence")
+    with pytest.raises(ConfigError, match="eval.sampler"):
+        build("eval.sampler=ddim")
+
+
+def test_core_kinds_pool_ema_self_and_a_reference_model_train(models, tmp_path):
+    a, b = models / "expert_a", models / "expert_b"
+    pool = ("teacher.kind=pool", f"teacher.members=[{a},{b}]", "teacher.weights=[0.25,0.75]", "trainer.max_steps=2")
+    tr = Trainer(load_config(None, overrides(models, tmp_path / "pool", *pool), schema_for))
+    assert tr.teacher.weights == [0.25, 0.75] and tr.train()["steps"] == 2
+    ema = ("teacher.kind=self", "teacher.ema=0.5", f"teacher.reference={a}", "objective.lam=1.5", "trainer.max_steps=2")
+    tr = Trainer(load_config(None, overrides(models, tmp_path / "ema", *ema), schema_for))
+    before = [p.clone() for p in tr.teacher.copy.parameters()]
+    assert tr.train()["steps"] == 2
+    assert any(not torch.equal(x, y) for x, y in zip(before, tr.teacher.copy.parameters()))

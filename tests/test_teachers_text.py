@@ -12,9 +12,10 @@ from conftest import text_overrides
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for
 from unified_opd.domains.text.cache import write_teacher_cache
-from unified_opd.domains.text.teachers import confidence_weights, ema_update, select_teacher
 from unified_opd.errors import UserError
 from unified_opd.rollout import Rollout
+from unified_opd.self_teachers import ema_update
+from unified_opd.teachers import confidence_weights, select_teacher
 from unified_opd.trainer import Trainer
 
 

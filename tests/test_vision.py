@@ -24,9 +24,10 @@ from unified_opd.domains.vision.crops import BoxError, Cropper, clip, crop_box, 
 from unified_opd.domains.vision.data import load_image, load_records
 from unified_opd.domains.vision.generation import ViewBuilder
 from unified_opd.domains.vision.models import load_vision_lm
-from unified_opd.domains.vision.policy import VisionPolicy, ema_update
+from unified_opd.domains.vision.policy import VisionPolicy
 from unified_opd.domains.vision.zoo.tiny import TinySpec, build_processor, build_tokenizer, save_tiny
 from unified_opd.errors import UserError
+from unified_opd.self_teachers import ema_update
 from unified_opd.trainer import Trainer
 
 

@@ -1,20 +1,25 @@
-"""Teachers that compose other teachers: a router (task tag -> teacher) and a log-linear pool.
+"""Teachers that compose other teachers: a router (task tag -> teacher), log-linear pools and
+a best-of selection.
 
 `RoutedTeacher` runs each teacher once, on the sub-rollout of the trajectories routed to it
 (`Rollout.subset`), and merges the per-trajectory distributions back into the batch order.
-`PooledTeacher` is `pool([t_1 .. t_k], [w_1 .. w_k])` of several teachers on the whole rollout.
-Both are domain-agnostic: they only touch `Rollout` and `Distribution`.
+`PooledTeacher` is `pool([t_1 .. t_k], [w_1 .. w_k])` of several teachers on the whole rollout;
+`ConfidencePooledTeacher` takes per-position weights from the teachers' entropies.
+`BestOfTeacher` routes each prompt to the member a domain-supplied scorer prefers.
+All are domain-agnostic: they only touch `Rollout` and `Distribution`.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+
+import dataclasses
 
 import torch
 from torch import Tensor
 
 from .distributions import Categorical, Distribution, Gaussian, pool
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .interfaces import Policy, Teacher
 from .rollout import Rollout
 
@@ -130,3 +135,70 @@ class PooledTeacher(_Composite):
 
     def distribution(self, rollout: Rollout) -> Distribution:
         return pool([t.distribution(rollout) for t in self.teachers], self.weights)
+
+
+def confidence_weights(entropies: Tensor, temperature: float = 1.0) -> Tensor:
+    """Per-position pooling weights from each teacher's confidence: w_k = softmax_k(−H_k / τ).
+
+    `entropies` is `[K, ...]` (teacher k's entropy at every position); weights sum to one over k,
+    so the pool is a geometric consensus that leans on whichever teacher is surest at each position
+    (MAD-OPD's confidence weighting, with the negative entropy as the confidence).
+    """
+    return torch.softmax(-entropies.float() / float(temperature), dim=0)
+
+
+class ConfidencePooledTeacher(PooledTeacher):
+    """`pool([t_1..t_K], [w_1..w_K])` with per-position weights from `confidence_weights`."""
+
+    def __init__(self, teachers: Sequence[Teacher], temperature: float = 1.0):
+        super().__init__(teachers, [1.0] * len(teachers))
+        self.temperature = float(temperature)
+
+    def distribution(self, rollout: Rollout) -> Distribution:
+        dists = [t.distribution(rollout) for t in self.teachers]
+        w = confidence_weights(torch.stack([d.entropy() for d in dists]), self.temperature)
+        return pool(dists, list(w))
+
+
+def select_teacher(scores: Tensor, likelihoods: Tensor) -> Tensor:
+    """BRTS selection per prompt: the teacher with the highest verifier score, ties broken by the
+    highest likelihood of the reference answer. `[B, K]` each -> `[B]` teacher indices.
+
+    Lexicographic: scores are compared first (an exact max), likelihood only among the tied."""
+    best = scores.max(-1, keepdim=True).values
+    tied = torch.where(scores == best, likelihoods.float(), torch.full_like(likelihoods.float(), -float("inf")))
+    return tied.argmax(-1)
+
+
+# (members, records) -> (verifier scores [B, K], reference-answer likelihoods [B, K])
+MemberScorer = Callable[[Sequence[Teacher], Sequence[Any]], Tuple[Tensor, Tensor]]
+
+
+class BestOfTeacher(RoutedTeacher):
+    """For each prompt, the member `select_teacher` picks from the domain's `score(members, records)`.
+
+    Choices are cached per prompt (`key(record)`); trajectories are routed to the chosen member
+    exactly like `RoutedTeacher` routes task tags. The rollout carries its records in
+    `meta["records"]`, one per trajectory.
+    """
+
+    def __init__(self, members: Sequence[Teacher], score: MemberScorer, key: Callable[[Any], Hashable]):
+        super().__init__({str(k): m for k, m in enumerate(members)})
+        self.members, self.score, self.key = list(members), score, key
+        self.choice: Dict[Hashable, int] = {}
+
+    def _choose(self, records: Sequence[Any]) -> None:
+        new = list({self.key(r): r for r in records if self.key(r) not in self.choice}.values())
+        if not new:
+            return
+        scores, likelihoods = self.score(self.members, new)
+        for r, k in zip(new, select_teacher(scores, likelihoods).tolist()):
+            self.choice[self.key(r)] = k
+
+    def distribution(self, rollout: Rollout) -> Distribution:
+        records = rollout.meta.get("records")
+        if records is None:
+            raise ConfigError("teacher.kind: best_of needs rollouts that carry their records (meta['records'])")
+        self._choose(records)
+        tags = [str(self.choice[self.key(r)]) for r in records]
+        return super().distribution(dataclasses.replace(rollout, task=tags))

@@ -1,11 +1,13 @@
 """Diffusion domain: on-policy distillation of diffusers flow-matching image generators.
 
-Importing it registers the `diffusion` domain, the `timestep` loss weight and the `digits` zoo entry.
+Importing it registers the `diffusion` domain (schema, build, check), the `timestep` loss weight
+and the `digits` zoo entry.
 """
 
-from . import build, digits, weights  # noqa: F401  (registrations)
-from .build import build as build_components
-from .config import DiffusionRunConfig
-from .policy import DiffusionPolicy, DiffusionTeacher
+from unified_opd.domain import register_domain
 
-__all__ = ["DiffusionPolicy", "DiffusionRunConfig", "DiffusionTeacher", "build_components"]
+from . import weights, zoo  # noqa: F401  (registrations)
+from .build import build
+from .config import DiffusionRunConfig, check
+
+register_domain("diffusion", DiffusionRunConfig, build, check)

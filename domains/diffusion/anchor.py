@@ -15,7 +15,7 @@ from torch import Tensor
 
 from unified_opd.interfaces import Policy
 
-from .flow_matching import flow_matching_loss, train_flow_matching
+from .zoo.flow_matching import flow_matching_loss, train_flow_matching
 from .policy import DiffusionPolicy, DiffusionTeacher
 from .sampler import SamplerSpec, sample_images, sample_trajectory
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
 from unified_opd.config import RunConfig
+from unified_opd.errors import ConfigError
+from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
+from unified_opd.teacher_config import check_replaced_keys
+from unified_opd.teacher_kinds import check_teacher
+
+from .sampler import SamplerSpec
+from .teachers import DiffusionTeacherSource
 
 
 @dataclass
@@ -22,11 +29,20 @@ class ExpertConfig:
 
 
 @dataclass
-class TeacherConfig:
+class TeacherConfig(CoreTeacherConfig):
+    """The core teacher shape; `experts` also decide, whatever the kind, which teacher makes the
+    anchor's samples of a class and how the evaluation groups classes."""
+
+    kind: str = "router"  # router (each class to its expert) | pool | model | self (registry unified_opd/teacher_kinds.py)
     experts: List[ExpertConfig] = field(default_factory=list)
-    combine: str = "route"  # route (each class to its expert) | pool (log-linear pool of all experts)
-    pool_weights: List[float] = field(default_factory=list)  # combine=pool: one weight per expert
-    reference: Optional[str] = None  # "student": frozen initial student, the reference of objective.lam != 1
+    combine: Any = None  # replaced by teacher.kind (kept to say so)
+    pool_weights: Any = None  # replaced by teacher.weights (kept to say so)
+
+
+REPLACED_TEACHER_KEYS = {
+    "combine": "teacher.kind: router|pool (pool: the models in teacher.members, weights in teacher.weights)",
+    "pool_weights": "teacher.weights (with teacher.kind: pool and teacher.members)",
+}
 
 
 @dataclass
@@ -80,3 +96,24 @@ class DiffusionRunConfig(RunConfig):
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+EVAL_SAMPLERS = ("rollout", "ode", "sde")
+
+
+def check(cfg) -> None:
+    """The diffusion domain's value checks, before any model load or zoo build. The checks that
+    need a model (class ids against the model's classes, latent shapes) come with the loads."""
+    t = cfg.teacher
+    check_replaced_keys(t, "teacher", REPLACED_TEACHER_KEYS)
+    if len(t.experts) == 0:
+        raise ConfigError("teacher.experts: at least one expert teacher is required")
+    check_teacher(t, DiffusionTeacherSource)
+    if t.pool_rule != "fixed":
+        # every teacher's step Gaussian has the rollout's std, so their entropies never differ
+        raise ConfigError(f"teacher.pool_rule: diffusion pools with fixed weights only (teacher.weights), got {t.pool_rule!r}")
+    if cfg.rollout.num_samples < 1:
+        raise ConfigError(f"rollout.num_samples: expected a positive integer, got {cfg.rollout.num_samples}")
+    SamplerSpec.from_config(cfg.rollout)
+    if cfg.eval.sampler not in EVAL_SAMPLERS:
+        raise ConfigError(f"eval.sampler: expected one of {EVAL_SAMPLERS}, got {cfg.eval.sampler!r}")

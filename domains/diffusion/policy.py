@@ -95,10 +95,13 @@ class DiffusionPolicy(Policy):
 
 
 class DiffusionTeacher(Teacher):
-    """A frozen denoiser scoring the student's transitions at the states the student visited."""
+    """A denoiser scoring the student's transitions at the states the student visited; frozen
+    here unless `freeze=False` (the student's own module, read live or frozen by the core)."""
 
-    def __init__(self, model: nn.Module, num_train_timesteps: int, spec: LatentSpec, field: str, device):
-        self.model = model.to(device).eval().requires_grad_(False)
+    def __init__(self, model: nn.Module, num_train_timesteps: int, spec: LatentSpec, field: str, device, freeze: bool = True):
+        self.model = model.to(device)
+        if freeze:
+            self.model.eval().requires_grad_(False)
         self.num_train_timesteps = int(num_train_timesteps)
         self.spec = spec
         self.field = field

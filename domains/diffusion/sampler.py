@@ -33,6 +33,11 @@ class SamplerSpec:
         if self.mode == "ode" and self.ode_std <= 0:
             raise ConfigError(f"rollout.ode_std: the ODE reference std must be positive, got {self.ode_std}")
 
+    @classmethod
+    def from_config(cls, rollout) -> "SamplerSpec":
+        """The training sampler of the `rollout` config section (its values checked)."""
+        return cls(num_steps=rollout.num_steps, mode=rollout.mode, noise_level=rollout.noise_level, ode_std=rollout.ode_std)
+
 
 def scheduler_sigmas(scheduler, num_steps: int) -> Tensor:
     """σ_0 … σ_S (float32, S + 1 values) from the scheduler's own `set_timesteps`."""

@@ -7,14 +7,15 @@ from omegaconf import DictConfig
 
 from unified_opd.data import read_jsonl
 from unified_opd.domain import Components
-from unified_opd.domains.lm import LMTeacher, Sampling, load_causal_lm, load_lm_teacher, max_context
+from unified_opd.domains.lm import Sampling, load_causal_lm, max_context
+from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths, resolve
 
 from .config import check
 from .evaluate import make_evaluator
 from .generation import check_prompts_fit
 from .policy import TextPolicy
-from .teachers import TeacherContext, build_teacher
+from .teachers import teacher_context
 from .views import view_builder
 
 
@@ -32,16 +33,6 @@ def _check_paths(cfg: DictConfig) -> None:
             **{f"teacher.members[{i}]": v for i, v in enumerate(t.members)},
         }
     )
-
-
-def _reference(cfg: DictConfig, policy: TextPolicy, device):
-    """The G-OPD reference: None, a frozen copy of the initial student, or another model."""
-    t = cfg.teacher
-    if t.reference is None:
-        return None
-    if t.reference == "student":
-        return LMTeacher.frozen_copy(policy)
-    return load_lm_teacher(t.reference, t.dtype, t.trust_remote_code, "teacher.reference", policy.tokenizer, policy.lm, device, cfg.student.lazy_logits)
 
 
 def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
@@ -64,12 +55,12 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
         num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k
     )
     policy = TextPolicy(lm.to(device), tok, cfg.data, sampling, cfg.student.lazy_logits, view)
-    built = build_teacher(TeacherContext(cfg, policy, device))
-    reference = _reference(cfg, policy, device)
+    teachers = teacher_context(cfg, policy, device)
+    built = build_teacher(teachers)
     return Components(
         policy=policy,
         teacher=built.teacher,
         train_records=built.records or records,
-        evaluate=make_evaluator(eval_records, built.eval_teacher, cfg, built.teacher_lm),
-        reference=reference,
+        evaluate=make_evaluator(eval_records, built.eval_teacher, cfg, built.model.module.lm if built.model else None),
+        reference=build_reference(teachers),
     )

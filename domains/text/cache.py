@@ -22,13 +22,13 @@ from unified_opd.distributions import Categorical
 from unified_opd.errors import ConfigError
 from unified_opd.interfaces import Teacher
 from unified_opd.rollout import Rollout
+from unified_opd.teacher_kinds import TEACHERS, BuiltTeacher, TeacherContext, TeacherKind
 from unified_opd.zoo import resolve
 
-from unified_opd.domains.lm import LMTeacher as TextTeacher
+from unified_opd.domains.lm import LMTeacher
 from unified_opd.domains.lm import Sampling, check_same_vocabulary, load_causal_lm
 
 from .generation import encode_prompts, format_prompts, generate_rollout
-from .teachers import TEACHERS, BuiltTeacher, TeacherContext
 
 FIELD = "teacher.cache.dir"
 
@@ -93,7 +93,7 @@ def write_teacher_cache(cfg) -> Path:
     s_lm, tok = load_causal_lm(cfg.student.path, cfg.student.dtype, cfg.student.trust_remote_code, "student")
     t_lm, t_tok = load_causal_lm(_require(cfg.teacher.path, "teacher.path"), cfg.teacher.dtype, cfg.teacher.trust_remote_code, "teacher")
     check_same_vocabulary(tok, t_tok, s_lm, t_lm)
-    teacher = TextTeacher(t_lm, lazy=False)
+    teacher = LMTeacher(t_lm, lazy=False)
     gen_lm = t_lm if c.rollouts == "teacher" else s_lm
     records = read_jsonl(resolve(cfg.data.path, "data.path"), (cfg.data.prompt_field,))[: c.prompts]
     r = cfg.rollout
@@ -178,7 +178,6 @@ class CacheTeacher(Teacher):
         return Categorical.from_topk(self.logprobs[rows, cols], self.indices[rows, cols], self.vocab_size)
 
 
-@TEACHERS.register("cache")
 def _cache(ctx: TeacherContext) -> BuiltTeacher:
     cfg = ctx.cfg
     directory = _require(cfg.teacher.cache.dir, FIELD)
@@ -190,5 +189,9 @@ def _cache(ctx: TeacherContext) -> BuiltTeacher:
     for row, i in enumerate(tensors["record_index"].tolist()):
         by_prompt.setdefault(i, []).append(row)
     rows = [{**records[i], "_cache_rows": r} for i, r in by_prompt.items()]
-    ctx.policy.replay = CachedRollouts(tensors, manifest["prompt_len"], ctx.device)
-    return BuiltTeacher(CacheTeacher(tensors, manifest["vocab_size"], ctx.device), None, None, rows)
+    device = ctx.source.device
+    ctx.policy.replay = CachedRollouts(tensors, manifest["prompt_len"], device)
+    return BuiltTeacher(CacheTeacher(tensors, manifest["vocab_size"], device), None, records=rows)
+
+
+TEACHERS.register("cache", TeacherKind(_cache, domains=("text",)))

@@ -11,7 +11,10 @@ from omegaconf import MISSING
 from unified_opd.config import RunConfig
 from unified_opd.data import VERIFIERS
 from unified_opd.domains.lm import check_chat_template, check_sampling
+from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
+from unified_opd.teacher_kinds import check_teacher
 
+from .teachers import TextTeacherSource
 from .views import TEACHER_VIEWS
 
 
@@ -35,21 +38,13 @@ class CacheConfig:
 
 
 @dataclass
-class TeacherConfig:
-    kind: str = "model"  # model | self | cache | router | pool | best_of (registry domains/text/teachers.py)
-    path: Optional[str] = None  # a model directory or zoo:NAME/sub (kind model; default route of a router)
+class TeacherConfig(CoreTeacherConfig):
+    """The core teacher shape (kind, path, reference, ema, experts, members, weights, ...) plus the LM's own."""
+
     dtype: str = "float32"
     trust_remote_code: bool = False
-    reference: Optional[str] = None  # G-OPD reference model ("student" = frozen copy of the initial student)
     view: str = "same"  # what the teacher reads (registry domains/text/views.py): same | answer_hint
-    ema: float = 0.0  # kind self: 0 = the live student; in (0, 1) = an EMA copy with this decay
-    experts: Dict[str, str] = field(default_factory=dict)  # kind router: task tag -> model path
-    members: List[str] = field(default_factory=list)  # kind pool / best_of: model paths
-    weights: List[float] = field(default_factory=list)  # kind pool: fixed log-linear weights (one per member)
-    pool_rule: str = "fixed"  # kind pool: fixed | confidence (per-token softmax of -entropy / temperature)
-    confidence_temperature: float = 1.0
-    select: str = "verifier"  # kind best_of: verifier (greedy answer correct, ties by likelihood) | likelihood
-    cache: CacheConfig = field(default_factory=CacheConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)  # kind cache (Lightning OPD)
 
 
 @dataclass
@@ -97,3 +92,4 @@ def check(cfg) -> None:
     check_sampling(cfg.rollout)
     TEACHER_VIEWS.get(cfg.teacher.view, "teacher.view")
     check_chat_template(cfg.data.chat_template, "data.chat_template")
+    check_teacher(cfg.teacher, TextTeacherSource)

@@ -23,9 +23,9 @@ from unified_opd.zoo import console, register_zoo
 
 from .classifier import accuracy, save_classifier, train_classifier
 from .flow_matching import train_flow_matching
-from .metrics import feature_stats, frechet_distance
-from .models import no_label_dropout, save_denoiser
-from .sampler import SamplerSpec, sample_trajectory, scheduler_sigmas
+from ..metrics import feature_stats, frechet_distance
+from ..models import no_label_dropout, save_denoiser
+from ..sampler import SamplerSpec, sample_trajectory, scheduler_sigmas
 
 SIZE = 16
 EXPERT_CLASSES = {"expert_0_4": [0, 1, 2, 3, 4], "expert_5_9": [5, 6, 7, 8, 9]}

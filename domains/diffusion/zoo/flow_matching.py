@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from unified_opd.supervised import SupervisedPlan, fit
 
-from .models import velocity
-from .sde import flow_matching_pair
+from ..models import velocity
+from ..sde import flow_matching_pair
 
 
 def flow_matching_loss(
