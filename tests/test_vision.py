@@ -4,6 +4,7 @@ mismatched processors) as clear errors."""
 
 from __future__ import annotations
 
+import re
 import json
 import shutil
 from pathlib import Path
@@ -257,4 +258,19 @@ def test_mismatched_processor_and_vocabulary_are_errors(tiny_vision, tmp_path):
     other_vocab = tmp_path / "other_vocab"
     save_tiny(other_vocab, STUDENT, ["what", "is", "extra", "words"], seed=0)
     with pytest.raises(UserError, match="teacher.path: vocabulary size"):
-        _build(tiny_vision, tmp_path / "b", **{"teacher.path": other_vocab, "teacher.view": "full"})
+        _build(tiny_vision, tmp_path / "b", **{"teacher.kind": "model", "teacher.path": other_vocab, "teacher.view": "full"})
+
+
+@pytest.mark.parametrize(
+    "override, new",
+    [("teacher.source=ema", "teacher.kind: self with teacher.ema"), ("teacher.ema_decay=0.9", "teacher.ema"),
+     ("teacher.path=somewhere", "set teacher.kind=model")],
+)
+def test_old_teacher_keys_name_their_replacement_before_any_load(override, new):
+    from unified_opd.config import load_config
+    from unified_opd.domain import get_domain, schema_for
+    from unified_opd.errors import ConfigError
+
+    cfg = load_config("configs/vision/vision_opd_finedetail.yaml", [override], schema_for)
+    with pytest.raises(ConfigError, match=re.escape(new)):
+        get_domain("vision").check(cfg)

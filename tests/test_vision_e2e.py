@@ -35,7 +35,7 @@ def test_crop_self_distillation_kl_falls(tiny_vision, tmp_path):
 
 
 def test_separate_full_image_teacher_and_uopd_eval(tiny_vision, tmp_path):
-    extra = {"teacher.view": "full", "teacher.path": tiny_vision / "teacher", "trainer.max_steps": 2}
+    extra = {"teacher.kind": "model", "teacher.view": "full", "teacher.path": tiny_vision / "teacher", "trainer.max_steps": 2}
     s = _train(tiny_vision, tmp_path / "run", **extra)
     assert s["steps"] == 2 and s["after"]["kl_views"] > 0
     metrics = run_eval("configs/vision/opd_finedetail.yaml", vision_overrides(tiny_vision, tmp_path / "eval", **extra))
@@ -44,7 +44,7 @@ def test_separate_full_image_teacher_and_uopd_eval(tiny_vision, tmp_path):
 
 @pytest.mark.parametrize("source", ["ema", "live"])
 def test_self_teacher_sources_train_and_resume(tiny_vision, tmp_path, source):
-    extra = {"teacher.source": source, "trainer.max_steps": 2, "trainer.save_every": 1, "eval.size": 4, "eval.examples": 0}
+    extra = {"teacher.kind": "self", "teacher.ema": {"ema": 0.99, "live": 0.0}[source], "trainer.max_steps": 2, "trainer.save_every": 1, "eval.size": 4, "eval.examples": 0}
     _train(tiny_vision, tmp_path / "run", **extra)
     (tmp_path / "run" / "final").rename(tmp_path / "discarded")
     s = _train(tiny_vision, tmp_path / "run", **{**extra, "trainer.max_steps": 3})

@@ -6,8 +6,8 @@ from accelerate import Accelerator
 from omegaconf import DictConfig
 
 from unified_opd.domain import Components
-from unified_opd.domains.lm import LMTeacher, Sampling, check_same_vocabulary, lm_teacher_view
-from unified_opd.interfaces import Teacher
+from unified_opd.domains.lm import Sampling
+from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths, resolve
 
 from .config import check
@@ -16,16 +16,8 @@ from .data import load_records
 from .evaluate import make_evaluator
 from .generation import ViewBuilder
 from .models import load_vision_lm
-from .policy import EmaSelfTeacher, VisionPolicy
-
-
-def _self_teacher(policy: VisionPolicy, t) -> Teacher:
-    """The student on the teacher view: its live weights, an EMA of them, or its initial weights frozen."""
-    if t.source == "live":
-        return lm_teacher_view(policy.module)
-    if t.source == "ema":
-        return EmaSelfTeacher(policy, t.ema_decay)
-    return LMTeacher.frozen_copy(policy)
+from .policy import VisionPolicy
+from .teachers import teacher_context
 
 
 def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
@@ -44,21 +36,18 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     device = accelerator.device
     r = cfg.rollout
     sampling = Sampling(num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
+    policy = VisionPolicy(lm.to(device), processor, cfg.data, sampling, s.lazy_logits)
+    teachers = teacher_context(cfg, policy, device)
+    built = build_teacher(teachers)
+    # a separate teacher reads the image through its own processor, the student's self-view through the student's
     t = cfg.teacher
-    teacher: Teacher
-    if t.path is not None:
-        t_lm, t_processor = load_vision_lm(t.path, t.dtype, t.trust_remote_code, "teacher")
-        check_same_vocabulary(processor.tokenizer, t_processor.tokenizer, lm, t_lm, "teacher")
-        view = ViewBuilder(t_processor, cfg.data, cropper if t.view == "crop" else None)
-        policy = VisionPolicy(lm.to(device), processor, cfg.data, sampling, s.lazy_logits, view)
-        teacher = LMTeacher(t_lm.to(device), s.lazy_logits)
-    else:
-        policy = VisionPolicy(lm.to(device), processor, cfg.data, sampling, s.lazy_logits, ViewBuilder(processor, cfg.data, cropper))
-        teacher = _self_teacher(policy, t)
+    view_processor = teachers.source.processors.get(t.path, processor) if t.kind == "model" else processor
+    policy.teacher_view = ViewBuilder(view_processor, cfg.data, cropper if t.view == "crop" else None)
     return Components(
         policy=policy,
-        teacher=teacher,
+        teacher=built.teacher,
         train_records=records,
-        evaluate=make_evaluator(eval_records, teacher, cropper, cfg),
+        evaluate=make_evaluator(eval_records, built.eval_teacher, cropper, cfg),
+        reference=build_reference(teachers),
         summary_keys=["accuracy_full", "accuracy_crop", "kl_views"],
     )

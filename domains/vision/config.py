@@ -4,7 +4,7 @@ value checks (run before any model loads or zoo entry builds)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -12,12 +12,19 @@ from unified_opd.config import RunConfig
 from unified_opd.data import VERIFIERS
 from unified_opd.domains.lm import check_sampling
 from unified_opd.errors import ConfigError
+from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
+from unified_opd.teacher_config import check_replaced_keys
+from unified_opd.teacher_kinds import check_teacher
 
 from .crops import Cropper
 from .data import ON_ERROR
+from .teachers import VisionTeacherSource
 
 VIEWS = ("crop", "full")
-SOURCES = ("live", "frozen", "ema")
+REPLACED_TEACHER_KEYS = {
+    "source": "teacher.kind: self with teacher.ema: 0 (live), 1 (frozen) or a decay in (0, 1) (EMA)",
+    "ema_decay": "teacher.ema (with teacher.kind: self)",
+}
 
 
 @dataclass
@@ -29,11 +36,16 @@ class StudentConfig:
 
 
 @dataclass
-class TeacherConfig:
+class TeacherConfig(CoreTeacherConfig):
+    """The core teacher shape; Vision-OPD's default is the student itself (`kind: self`) frozen at
+    its initial weights (`ema: 1`) reading the crop; `ema: 0` is the live student, a value in (0, 1)
+    an EMA of its weights; `kind: model` with `path` is a separate teacher."""
+
+    kind: str = "self"
+    ema: float = 1.0
     view: str = "crop"  # crop (the image cropped to the task's region) | full (the same image)
-    path: Optional[str] = None  # a separate teacher model; None = the student itself (view=crop only)
-    source: str = "frozen"  # path=None: live (the student's current weights) | frozen (initial copy) | ema
-    ema_decay: float = 0.99  # source=ema: teacher ← decay·teacher + (1−decay)·student after each step
+    source: Any = None  # replaced by teacher.kind: self with teacher.ema (kept to say so)
+    ema_decay: Any = None  # replaced by teacher.ema (kept to say so)
     dtype: str = "float32"
     trust_remote_code: bool = False
     crop_fn: str = "metadata"  # how the crop box is found: metadata (record's data.box_field) or a registered name
@@ -84,22 +96,22 @@ class VisionRunConfig(RunConfig):
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def check_teacher(t) -> None:
+def _check_teacher(t) -> None:
+    check_replaced_keys(t, "teacher", REPLACED_TEACHER_KEYS)
     if t.view not in VIEWS:
         raise ConfigError(f"teacher.view: expected one of {VIEWS}, got {t.view!r}")
-    if t.path is None and t.view == "full":
+    if t.kind == "self" and t.view == "full":
         raise ConfigError("teacher.path: view=full needs a separate teacher model (the student on its own view is itself)")
-    if t.path is None and t.source not in SOURCES:
-        raise ConfigError(f"teacher.source: expected one of {SOURCES}, got {t.source!r}")
-    if not 0.0 <= t.ema_decay < 1.0:
-        raise ConfigError(f"teacher.ema_decay: expected a number in [0, 1), got {t.ema_decay}")
+    if t.kind == "self" and t.path is not None:
+        raise ConfigError("teacher.kind: teacher.path is set but teacher.kind is self; set teacher.kind=model for a separate teacher")
+    check_teacher(t, VisionTeacherSource)
 
 
 def check(cfg) -> None:
     """Value errors of a vision run, as ConfigErrors naming the field; loads nothing."""
     VERIFIERS.get(cfg.data.verifier, "data.verifier")
     check_sampling(cfg.rollout)
-    check_teacher(cfg.teacher)
+    _check_teacher(cfg.teacher)
     if cfg.data.on_error not in ON_ERROR:
         raise ConfigError(f"data.on_error: expected one of {ON_ERROR}, got {cfg.data.on_error!r}")
     Cropper(cfg.teacher, cfg.data)  # crop_fn, crop_margin, crop_upscale

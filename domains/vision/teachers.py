@@ -1,0 +1,44 @@
+"""The vision domain's side of the core teacher kinds (`unified_opd.teacher_kinds`).
+
+`VisionTeacherSource` loads an image-text teacher (same vocabulary as the student) and scores
+rollouts with a given module (the live, EMA or frozen self-teacher of Vision-OPD). It keeps each
+teacher's processor, because a separate teacher reads the image through its own processor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from unified_opd.domains.lm import LMTeacher, check_same_vocabulary, lm_teacher_view
+from unified_opd.teacher_kinds import TeacherContext
+
+from .models import load_vision_lm
+from .policy import VisionPolicy
+
+
+class VisionTeacherSource:
+    """`TeacherSource` for image-text models: teachers load in `teacher.dtype` onto the device."""
+
+    domain = "vision"
+
+    def __init__(self, cfg, policy: VisionPolicy, device: torch.device):
+        self.cfg, self.policy, self.device = cfg, policy, device
+        self.processors: Dict[str, Any] = {}
+
+    def load(self, path: str, field: str) -> LMTeacher:
+        t, p = self.cfg.teacher, self.policy
+        lm, processor = load_vision_lm(path, t.dtype, t.trust_remote_code, field)
+        check_same_vocabulary(p.processor.tokenizer, processor.tokenizer, p.lm, lm, field)
+        self.processors[path] = processor
+        return LMTeacher(lm.to(self.device), self.cfg.student.lazy_logits)
+
+    def view_of(self, module: nn.Module, field: str):
+        return lm_teacher_view(module)
+
+
+def teacher_context(cfg, policy: VisionPolicy, device: torch.device) -> TeacherContext:
+    """What `teacher_kinds.build_teacher` and `build_reference` take for a vision run."""
+    return TeacherContext(cfg, policy, VisionTeacherSource(cfg, policy, device))
