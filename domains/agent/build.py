@@ -7,7 +7,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from unified_opd.domain import Components
-from unified_opd.domains.lm import Sampling, load_causal_lm, load_lm_teacher, max_context
+from unified_opd.domains.lm import Sampling, load_causal_lm, load_lm_teacher, max_context, reference_teacher
 from unified_opd.errors import ConfigError
 from unified_opd.zoo import check_local_paths
 
@@ -21,7 +21,8 @@ from .transcript import make_format
 def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     check(cfg)
     make_env = env_factory(cfg.env.id, OmegaConf.to_container(cfg.env.kwargs, resolve=True))
-    check_local_paths({"student.path": cfg.student.path, "teacher.path": cfg.teacher.path})
+    reference_path = None if cfg.teacher.reference == "student" else cfg.teacher.reference
+    check_local_paths({"student.path": cfg.student.path, "teacher.path": cfg.teacher.path, "teacher.reference": reference_path})
     s, t = cfg.student, cfg.teacher
     device = accelerator.device
     lm, tok = load_causal_lm(s.path, s.dtype, s.trust_remote_code, "student")
@@ -34,6 +35,7 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
     fmt = make_format(tok, r.chat_template, r.system_prompt)
     policy = AgentPolicy(lm.to(device), tok, fmt, make_env, sampling, limits, r.outcome, s.lazy_logits)
+    reference = reference_teacher(t.reference, t.dtype, t.trust_remote_code, policy, device, s.lazy_logits)
     start = cfg.env.train_seed_start
     eval_seeds = list(range(cfg.env.eval_seed_start, cfg.env.eval_seed_start + cfg.eval.episodes))
     return Components(
@@ -41,6 +43,7 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
         teacher=teacher,
         train_records=list(range(start, start + cfg.env.train_seeds)),
         evaluate=make_evaluator(eval_seeds, teacher, cfg),
+        reference=reference,
         # no extra term: the hook carries the last rollout's episode figures (success, turns,
         # context overflows, env failures) into the training metrics without a core change
         extra_loss=lambda p, step: (torch.zeros((), device=device), dict(p.last_metrics)),

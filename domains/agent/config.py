@@ -28,6 +28,7 @@ class TeacherConfig:
     path: str = MISSING  # must share the student's tokenizer
     dtype: str = "float32"
     trust_remote_code: bool = False
+    reference: Optional[str] = None  # G-OPD reference model ("student" = frozen copy of the initial student)
 
 
 @dataclass

@@ -10,6 +10,7 @@ shares the student's vocabulary); `LMTeacher.frozen_copy` the student's current 
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 import torch
 
@@ -58,3 +59,13 @@ def load_lm_teacher(path: str, dtype: str, trust_remote_code: bool, field: str, 
     lm, tok = load_causal_lm(path, dtype, trust_remote_code, field)
     check_same_vocabulary(tokenizer, tok, student_lm, lm, field)
     return LMTeacher(lm.to(device), lazy)
+
+
+def reference_teacher(reference: Optional[str], dtype: str, trust_remote_code: bool, policy: LMPolicy, device, lazy: bool = True) -> Optional[LMTeacher]:
+    """The G-OPD reference of `teacher.reference`: None, `student` (a frozen copy of the initial
+    student) or the causal LM at that path (loaded like a teacher, vocabulary checked)."""
+    if reference is None:
+        return None
+    if reference == "student":
+        return LMTeacher.frozen_copy(policy)
+    return load_lm_teacher(reference, dtype, trust_remote_code, "teacher.reference", policy.preprocessor, policy.lm, device, lazy)

@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from unified_opd.data import read_jsonl
 from unified_opd.domain import Components
-from unified_opd.domains.lm import LMTeacher, Sampling, load_causal_lm, load_lm_teacher, max_context
+from unified_opd.domains.lm import Sampling, load_causal_lm, max_context, reference_teacher
 from unified_opd.zoo import check_local_paths, resolve
 
 from .config import check
@@ -34,16 +34,6 @@ def _check_paths(cfg: DictConfig) -> None:
     )
 
 
-def _reference(cfg: DictConfig, policy: TextPolicy, device):
-    """The G-OPD reference: None, a frozen copy of the initial student, or another model."""
-    t = cfg.teacher
-    if t.reference is None:
-        return None
-    if t.reference == "student":
-        return LMTeacher.frozen_copy(policy)
-    return load_lm_teacher(t.reference, t.dtype, t.trust_remote_code, "teacher.reference", policy.tokenizer, policy.lm, device, cfg.student.lazy_logits)
-
-
 def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     check(cfg)
     _check_paths(cfg)
@@ -65,7 +55,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     )
     policy = TextPolicy(lm.to(device), tok, cfg.data, sampling, cfg.student.lazy_logits, view)
     built = build_teacher(TeacherContext(cfg, policy, device))
-    reference = _reference(cfg, policy, device)
+    t = cfg.teacher
+    reference = reference_teacher(t.reference, t.dtype, t.trust_remote_code, policy, device, cfg.student.lazy_logits)
     return Components(
         policy=policy,
         teacher=built.teacher,
