@@ -13,7 +13,7 @@ from unified_opd.cli import main
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for
 from unified_opd.domains.agent.zoo import agents as zoo
-from unified_opd.errors import ConfigError
+from unified_opd.errors import ConfigError, UserError
 from unified_opd.trainer import Trainer
 
 ENTRY = zoo.Entry("uopd/ToolCalc-v0", {"n_items": 4})
@@ -119,3 +119,13 @@ def test_zoo_student_learns_from_its_own_env_and_is_scored_on_the_entry_env(tmp_
     card = json.loads((tmp_path / "card.json").read_text())
     assert card["student_env_kwargs"] == {"depth": 1}
     assert card["student"]["success_rate"] == 5.0 and card["student"]["on_its_training_env"] == {"success_rate": 1.0}
+
+
+def test_g_opd_lambda_trains_against_a_reference_for_agents(tiny_agents, tmp_path):
+    # teacher.reference is the frozen initial student; λ != 1 needs it (objective.lam)
+    extra = {"teacher.reference": "student", "objective.lam": 1.5, "trainer.max_steps": 2, "divergence.name": "reverse_kl"}
+    s = Trainer(load_config(None, _overrides(tiny_agents, tmp_path / "run", **extra), schema_for)).train()
+    assert s["steps"] == 2
+    with pytest.raises(UserError, match="teacher.reference: path not found"):
+        bad = {"teacher.reference": str(tmp_path / "missing")}
+        Trainer(load_config(None, _overrides(tiny_agents, tmp_path / "b", **bad), schema_for))

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from test_vision_fixtures import _one_thread, tiny_vision  # noqa: F401
 from unified_opd.data import read_jsonl
-from unified_opd.domains.lm import LMTeacher, Sampling, lm_teacher_view, load_causal_lm
+from unified_opd.domains.lm import Sampling, lm_teacher_view, load_causal_lm
 from unified_opd.domains.text.config import DataConfig as TextDataConfig
 from unified_opd.domains.text.policy import TextPolicy
 from unified_opd.domains.vision.config import DataConfig, TeacherConfig
@@ -22,6 +22,7 @@ from unified_opd.domains.vision.data import load_records
 from unified_opd.domains.vision.generation import ViewBuilder
 from unified_opd.domains.vision.models import load_vision_lm
 from unified_opd.domains.vision.policy import VisionPolicy
+from unified_opd.self_teachers import frozen_copy
 
 
 def plain_token_log_probs(lm, view, row: int, **images) -> torch.Tensor:
@@ -75,7 +76,7 @@ def test_live_view_scores_with_the_students_module_and_a_frozen_copy_does_not_fo
     lm, processor = load_vision_lm(str(tiny_vision / "student"), "float32", False, "student")
     records, _ = load_records(str(tiny_vision / "train.jsonl"), data_cfg, cropper)
     policy = VisionPolicy(lm, processor, data_cfg, Sampling(num_samples=1, max_new_tokens=2), teacher_view=ViewBuilder(processor, data_cfg, cropper))
-    live, frozen = lm_teacher_view(policy.module), LMTeacher.frozen_copy(policy)
+    live, frozen = lm_teacher_view(policy.module), lm_teacher_view(frozen_copy(policy.module))
     r = policy.rollout(records[:2])
     assert torch.allclose(live.distribution(r).log_probs(), frozen.distribution(r).log_probs())
     assert all(p.requires_grad for p in policy.lm.parameters())  # the live view freezes nothing

@@ -11,6 +11,10 @@ from omegaconf import MISSING
 from unified_opd.config import DivergenceConfig, RunConfig
 from unified_opd.domains.lm import check_chat_template, check_positive, check_sampling
 from unified_opd.errors import ConfigError
+from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
+from unified_opd.teacher_kinds import check_teacher
+
+from .teachers import AgentTeacherSource
 
 OUTCOMES = ("success", "return")
 
@@ -24,8 +28,10 @@ class StudentConfig:
 
 
 @dataclass
-class TeacherConfig:
-    path: str = MISSING  # must share the student's tokenizer
+class TeacherConfig(CoreTeacherConfig):
+    """The core teacher shape (by default kind model with `path`; also self, pool, and a G-OPD
+    `reference`) plus the LM's loading options; teachers must share the student's tokenizer."""
+
     dtype: str = "float32"
     trust_remote_code: bool = False
 
@@ -77,6 +83,7 @@ class AgentRunConfig(RunConfig):
 def check(cfg) -> None:
     """Value errors of an agent run, as ConfigErrors naming the field; loads nothing."""
     r, e, env = cfg.rollout, cfg.eval, cfg.env
+    check_teacher(cfg.teacher, AgentTeacherSource)
     check_sampling(r, ("batch_size", "max_action_tokens"))
     for key in ("max_turns", "max_episode_tokens"):
         if r[key] < 0:

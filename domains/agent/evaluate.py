@@ -9,14 +9,15 @@ from typing import Callable, Dict, List
 import torch
 
 from unified_opd.divergences import divergence
-from unified_opd.domains.lm import LMTeacher, Sampling
+from unified_opd.domains.lm import Sampling
+from unified_opd.interfaces import Teacher
 
 from .episodes import summarise
 from .policy import AgentPolicy, episodes_rollout
 
 
-def make_evaluator(seeds: List[int], teacher: LMTeacher, cfg) -> Callable[[AgentPolicy, int], Dict[str, float]]:
-    """Returns evaluate(policy, step)."""
+def make_evaluator(seeds: List[int], teacher: Teacher, cfg, teacher_lm=None) -> Callable[[AgentPolicy, int], Dict[str, float]]:
+    """Returns evaluate(policy, step); the teacher's own success needs one teacher model (`teacher_lm`)."""
     e, r = cfg.eval, cfg.rollout
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, greedy=e.greedy)
     reverse_kl = divergence("reverse_kl")
@@ -43,9 +44,9 @@ def make_evaluator(seeds: List[int], teacher: LMTeacher, cfg) -> Callable[[Agent
                     tokens += int(ro.mask.sum())
             if tokens:
                 metrics["reverse_kl"] = kl_sum / tokens
-        if e.teacher:
+        if e.teacher and teacher_lm is not None:
             if not cache:
-                cache.update(summarise(play_all(policy, teacher.module.lm), "teacher_"))
+                cache.update(summarise(play_all(policy, teacher_lm), "teacher_"))
             metrics.update(cache)
         return metrics
 

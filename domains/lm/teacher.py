@@ -4,12 +4,11 @@ teacher view (`rollout.view_for_teacher`), aligned to the student's positions.
 `lm_teacher_view(module)` is the one scorer: the core composes the self-teacher kinds from it
 (the live student: the policy's own module; an EMA or frozen copy: a deep copy of it).
 `LMTeacher` is a separate frozen model (`load_lm_teacher` loads one from a path and checks it
-shares the student's vocabulary); `LMTeacher.frozen_copy` the student's current weights.
+shares the student's vocabulary). `LMTeacherSource` is how the core's teacher kinds
+(`unified_opd.teacher_kinds`) load and view LM teachers for the text and agent domains.
 """
 
 from __future__ import annotations
-
-import copy
 
 import torch
 
@@ -45,11 +44,6 @@ class LMTeacher(ViewScorer):
     def __init__(self, lm, lazy: bool = True):
         super().__init__(HiddenStates(lm, lazy).eval().requires_grad_(False))
 
-    @classmethod
-    def frozen_copy(cls, policy: LMPolicy) -> "LMTeacher":
-        """A frozen copy of the student's current weights (the initial model when called at build
-        time: the default G-OPD reference, or Vision-OPD's frozen self-teacher)."""
-        return cls(copy.deepcopy(policy.lm), policy.module.lazy)
 
 
 def load_lm_teacher(path: str, dtype: str, trust_remote_code: bool, field: str, tokenizer, student_lm, device, lazy: bool = True) -> LMTeacher:
@@ -58,3 +52,21 @@ def load_lm_teacher(path: str, dtype: str, trust_remote_code: bool, field: str, 
     lm, tok = load_causal_lm(path, dtype, trust_remote_code, field)
     check_same_vocabulary(tokenizer, tok, student_lm, lm, field)
     return LMTeacher(lm.to(device), lazy)
+
+
+class LMTeacherSource:
+    """`unified_opd.teacher_kinds.TeacherSource` for causal LMs: teachers load in `teacher.dtype`
+    onto the device and must share the student's vocabulary; `view_of` is `lm_teacher_view`.
+    A domain subclasses it to name itself (`domain`) and to add optional capabilities."""
+
+    domain = "lm"
+
+    def __init__(self, cfg, policy: LMPolicy, device):
+        self.cfg, self.policy, self.device = cfg, policy, device
+
+    def load(self, path: str, field: str) -> LMTeacher:
+        t, p = self.cfg.teacher, self.policy
+        return load_lm_teacher(path, t.dtype, t.trust_remote_code, field, p.preprocessor, p.lm, self.device, self.cfg.student.lazy_logits)
+
+    def view_of(self, module: HiddenStates, field: str) -> Teacher:
+        return lm_teacher_view(module)

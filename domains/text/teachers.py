@@ -1,7 +1,7 @@
 """The text domain's side of the core teacher kinds (`unified_opd.teacher_kinds`).
 
-`TextTeacherSource` loads a causal-LM teacher (same vocabulary as the student), scores rollouts
-with a given module (the self-teacher and the frozen reference), and scores best_of's members
+`TextTeacherSource` is the LM layer's `LMTeacherSource` (load a causal-LM teacher, score rollouts
+with a given module) plus scoring best_of's members
 (greedy answer verified, likelihood of the reference answer). The `cache` kind (Lightning OPD) is
 registered by `cache.py`.
 """
@@ -11,31 +11,20 @@ from __future__ import annotations
 from typing import Any, Dict, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from unified_opd.domains.lm import LMTeacher, LMTeacherSource, Sampling
 from unified_opd.errors import ConfigError
 from unified_opd.teacher_kinds import TeacherContext
-
-from unified_opd.domains.lm import LMTeacher, Sampling, lm_teacher_view, load_lm_teacher
 
 from .generation import format_prompts, generate_rollout
 from .policy import TextPolicy
 
 
-class TextTeacherSource:
-    """`TeacherSource` for causal LMs: teacher models load in `teacher.dtype` onto the device."""
+class TextTeacherSource(LMTeacherSource):
+    """`LMTeacherSource` plus what kind best_of needs (per-prompt member scores, the prompt key)."""
 
     domain = "text"
-
-    def __init__(self, cfg, policy: TextPolicy, device: torch.device):
-        self.cfg, self.policy, self.device = cfg, policy, device
-
-    def load(self, path: str, field: str) -> LMTeacher:
-        t, p = self.cfg.teacher, self.policy
-        return load_lm_teacher(path, t.dtype, t.trust_remote_code, field, p.tokenizer, p.lm, self.device, self.cfg.student.lazy_logits)
-
-    def view_of(self, module: nn.Module, field: str):
-        return lm_teacher_view(module)
 
     def record_key(self, record: Dict[str, Any]) -> str:
         return record[self.cfg.data.prompt_field]

@@ -10,22 +10,21 @@ from __future__ import annotations
 from typing import Any, Dict
 
 import torch
-from torch import nn
 
-from unified_opd.domains.lm import LMTeacher, check_same_vocabulary, lm_teacher_view
+from unified_opd.domains.lm import LMTeacher, LMTeacherSource, check_same_vocabulary
 from unified_opd.teacher_kinds import TeacherContext
 
 from .models import load_vision_lm
 from .policy import VisionPolicy
 
 
-class VisionTeacherSource:
-    """`TeacherSource` for image-text models: teachers load in `teacher.dtype` onto the device."""
+class VisionTeacherSource(LMTeacherSource):
+    """`LMTeacherSource` for image-text models: loads with the processor and keeps it."""
 
     domain = "vision"
 
     def __init__(self, cfg, policy: VisionPolicy, device: torch.device):
-        self.cfg, self.policy, self.device = cfg, policy, device
+        super().__init__(cfg, policy, device)
         self.processors: Dict[str, Any] = {}
 
     def load(self, path: str, field: str) -> LMTeacher:
@@ -34,9 +33,6 @@ class VisionTeacherSource:
         check_same_vocabulary(p.processor.tokenizer, processor.tokenizer, p.lm, lm, field)
         self.processors[path] = processor
         return LMTeacher(lm.to(self.device), self.cfg.student.lazy_logits)
-
-    def view_of(self, module: nn.Module, field: str):
-        return lm_teacher_view(module)
 
 
 def teacher_context(cfg, policy: VisionPolicy, device: torch.device) -> TeacherContext:
