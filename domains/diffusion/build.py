@@ -141,4 +141,4 @@ def _evaluator(cfg: DictConfig, policy: DiffusionPolicy, experts, expert_for_cla
     )
 
 
-register_domain("diffusion", DiffusionRunConfig, build)
+register_domain("diffusion", DiffusionRunConfig, build, distribution="gaussian")
