@@ -124,7 +124,7 @@ def train_interleaved(args, cases):
             t0 = time.process_time()
             tr.train_step()
             times[c].append(time.process_time() - t0)
-            phases[c].append(dict(tr.step_times))
+            phases[c].append(dict(tr.timer.this_step))
             tr.step += 1
         if step % args.eval_every == 0 or step == args.steps:
             evaluate(step)

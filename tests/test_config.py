@@ -49,3 +49,50 @@ def test_yaml_unknown_key(tmp_path):
     p.write_text("student:\n  path: a\n  lr: 3\n")
     with pytest.raises(ConfigError, match=r"student\.lr: unknown config key"):
         load_config(str(p), [], schema_for)
+
+
+def test_defaults_are_merged_first_and_the_file_overrides_them(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "common.yaml").write_text(
+        "student: {path: s}\nteacher: {path: t}\ndata: {path: d}\ntrainer: {max_steps: 5, lr: 0.5, betas: [0.1, 0.2]}\n"
+    )
+    (tmp_path / "seed.yaml").write_text("defaults: [base/common.yaml]\ntrainer: {seed: 3}\n")
+    (tmp_path / "recipe.yaml").write_text("defaults: [seed.yaml]\ntrainer: {max_steps: 9, betas: [0.3, 0.4]}\n")
+    cfg = load_config(str(tmp_path / "recipe.yaml"), ["trainer.lr=0.25"], schema_for)
+    assert (cfg.trainer.max_steps, cfg.trainer.seed, cfg.trainer.lr) == (9, 3, 0.25)
+    assert list(cfg.trainer.betas) == [0.3, 0.4]  # a list replaces the base's list
+    assert cfg.student.path == "s" and "defaults" not in cfg
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.yaml": "defaults: [missing.yaml]\n"}, r"a\.yaml: defaults: file not found: .*missing\.yaml"),
+        ({"a.yaml": "defaults: [b.yaml]\n", "b.yaml": "defaults: [a.yaml]\n"}, r"defaults form a cycle: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"),
+        ({"a.yaml": "defaults: {x: 1}\n"}, r"defaults: expected a list of YAML file paths"),
+    ],
+)
+def test_bad_defaults_name_the_file(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(tmp_path / "a.yaml"), [], schema_for)
+
+
+def test_every_text_recipe_holds_only_what_differs_from_its_base():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "text"
+    base = yaml.safe_load((root / "base" / "arith.yaml").read_text())
+    # kept on purpose: every recipe names its estimator; the router's lr carries a measured comment
+    repeated_on_purpose = {("objective", "estimator"), ("multi_router_arith", "trainer", "lr")}
+    for recipe in sorted(root.glob("*.yaml")):
+        raw = yaml.safe_load(recipe.read_text())
+        assert raw["defaults"] == ["base/arith.yaml"], recipe.name
+        for section, values in raw.items():
+            for key, value in values.items() if isinstance(values, dict) else ():
+                if {(section, key), (recipe.stem, section, key)} & repeated_on_purpose:
+                    continue
+                assert base.get(section, {}).get(key, object()) != value, (recipe.name, section, key)

@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from unified_opd.errors import ConfigError
-from unified_opd.trainer import _lr_lambda
+from unified_opd.lr_schedule import lr_lambda as _lr_lambda
 
 
 def cfg(**kw):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -232,6 +233,7 @@ def test_effopd_extrapolates_along_the_interval_update():
 def test_a_wrong_key_in_a_recipe_config_is_a_clear_error(config, tmp_path):
     text = config.read_text()
     bad = tmp_path / config.name
+    shutil.copytree(config.parent / "base", tmp_path / "base")  # the recipe's `defaults:`
     # misspell a key inside the objective section (nested), as a user editing the recipe would
     bad.write_text(text.replace("objective:\n", "objective:\n  estimater: auto\n", 1))
     r = subprocess.run([sys.executable, "-m", "unified_opd.cli", "train", str(bad)], capture_output=True, text=True, timeout=120)
@@ -243,8 +245,7 @@ def test_a_wrong_key_in_a_recipe_config_is_a_clear_error(config, tmp_path):
 def test_recipe_configs_validate(config):
     from unified_opd.config import load_config
     from unified_opd.domain import schema_for
-    from unified_opd.trainer import build_objective
 
     cfg = load_config(str(config), [], schema_for)
-    build_objective(cfg)
+    Objective.from_config(cfg)
     build_callbacks(list(cfg.trainer.callbacks))

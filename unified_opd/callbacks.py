@@ -7,8 +7,7 @@ branch in the trainer. A callback gets the policy and the number of optimiser st
 
 from __future__ import annotations
 
-import inspect
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -74,16 +73,4 @@ class EffOPDExtrapolation(Callback):
 
 def build_callbacks(specs: List) -> List[Callback]:
     """Config entries (a name, or a mapping with `name` and options) -> callback objects."""
-    out = []
-    for i, spec in enumerate(specs):
-        opts: Dict = {} if isinstance(spec, str) else dict(spec)
-        name = spec if isinstance(spec, str) else opts.pop("name", None)
-        if name is None:
-            raise ConfigError(f"trainer.callbacks[{i}]: expected a name or a mapping with a 'name' key")
-        cls = CALLBACKS.get(name, f"trainer.callbacks[{i}].name")
-        params = inspect.signature(cls).parameters
-        for key in opts:
-            if key not in params:
-                raise ConfigError(f"trainer.callbacks[{i}].{key}: unknown option of callback {name!r} (known: {', '.join(params)})")
-        out.append(cls(**opts))
-    return out
+    return CALLBACKS.build_all(specs)

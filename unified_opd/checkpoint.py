@@ -17,11 +17,14 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from .errors import UserError
 
 COMPLETE = "COMPLETE"
 PREFIX = "step_"
@@ -77,8 +80,11 @@ def unflatten_optimizer(tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) 
 
 
 # ------------------------------------------------------------------ RNG
-def capture_rng() -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+def capture_rng(generators: Sequence[torch.Generator] = ()) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """The global Python, NumPy, torch (and CUDA) generators' states, and those of `generators`
+    (a domain's own, `Components.generators`)."""
     tensors = {"torch": torch.get_rng_state()}
+    tensors.update({f"generator{i}": g.get_state() for i, g in enumerate(generators)})
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda{i}"] = s
@@ -91,8 +97,10 @@ def capture_rng() -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     return tensors, meta
 
 
-def restore_rng(tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> None:
+def restore_rng(tensors: Dict[str, torch.Tensor], meta: Dict[str, Any], generators: Sequence[torch.Generator] = ()) -> None:
     torch.set_rng_state(tensors["torch"])
+    for i, g in enumerate(generators):
+        g.set_state(tensors[f"generator{i}"])
     if torch.cuda.is_available():
         states = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
         if len(states) == torch.cuda.device_count():
@@ -101,6 +109,17 @@ def restore_rng(tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = meta["numpy"]
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+@contextmanager
+def rng_preserved(generators: Sequence[torch.Generator] = ()):
+    """Every generator is back where it was afterwards: what runs inside (an evaluation) draws
+    nothing from training's stream, so a resumed run sees the same numbers as an uninterrupted one."""
+    tensors, meta = capture_rng(generators)
+    try:
+        yield
+    finally:
+        restore_rng(tensors, meta, generators)
 
 
 # ------------------------------------------------------------------ save / load
@@ -112,6 +131,7 @@ def save_checkpoint(
     state: Dict[str, Any],
     teacher_state: Optional[Dict[str, torch.Tensor]] = None,
     keep: int = 2,
+    generators: Sequence[torch.Generator] = (),
 ) -> Path:
     """Write checkpoint `step` atomically under `root`, then prune to the newest `keep`."""
     root.mkdir(parents=True, exist_ok=True)
@@ -125,7 +145,7 @@ def save_checkpoint(
     _write_json(tmp / "optimizer.json", opt_meta)
     if teacher_state:
         _save_tensors(tmp / "teacher.safetensors", teacher_state)
-    rng_tensors, rng_meta = capture_rng()
+    rng_tensors, rng_meta = capture_rng(generators)
     _save_tensors(tmp / "rng.safetensors", rng_tensors)
     _write_json(tmp / "state.json", {**state, "rng": rng_meta, "step": step})
     _write_json(tmp / COMPLETE, {"step": step})
@@ -183,6 +203,22 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
         "teacher": load_file(str(path / "teacher.safetensors")) if (path / "teacher.safetensors").is_file() else None,
     }
     return out
+
+
+def load_into(path: Path, model: torch.nn.Module, optimizer, field: str) -> Dict[str, Any]:
+    """Load checkpoint `path`, put its weights into `model` and `optimizer`, return the rest.
+    A checkpoint of another model or optimizer is a UserError naming `field`."""
+    data = load_checkpoint(path)
+    try:
+        model.load_state_dict(data["model"])
+        optimizer.load_state_dict(data["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[:2])
+        raise UserError(
+            f"{field}: checkpoint {path} was written for another model or optimizer ({detail}); "
+            f"resume it with the configuration that wrote it, or use another trainer.output_dir"
+        ) from e
+    return data
 
 
 class atomic_directory:

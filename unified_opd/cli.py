@@ -90,10 +90,10 @@ def _eval(args) -> int:
 def _cache_teacher(args) -> int:
     from .cache import CACHE_WRITERS
     from .config import load_config
-    from .domain import get_domain, schema_for
+    from .domain import checked_domain, schema_for
 
     cfg = load_config(args.config, args.overrides, schema_for)
-    get_domain(cfg.domain)  # importing the domain registers its cache writer
+    checked_domain(cfg)  # importing the domain registers its cache writer; bad values fail here
     print(CACHE_WRITERS.get(cfg.domain, "domain")(cfg))
     return 0
 

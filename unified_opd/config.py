@@ -12,9 +12,9 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Type
+from typing import Any, List, Optional, Sequence, Tuple, Type
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -107,17 +107,33 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"overrides: {e}") from e
 
 
-def read_yaml(path: str) -> DictConfig:
+def read_yaml(path: str, _including: Tuple[Path, ...] = ()) -> DictConfig:
+    """A YAML config, with its `defaults:` merged under it.
+
+    `defaults: [base.yaml, ...]` (paths relative to the file) are read first, in order, each with
+    its own defaults; the file's own keys then override theirs (a list replaces a list). So a
+    recipe holds only what differs from its base."""
     p = Path(path)
+    where = f"{_including[-1]}: defaults" if _including else "config"
     if not p.is_file():
-        raise ConfigError(f"config: file not found: {path}")
+        raise ConfigError(f"{where}: file not found: {path}")
+    if p.resolve() in _including:
+        chain = " -> ".join(str(x) for x in (*_including, p.resolve()))
+        raise ConfigError(f"{where}: the defaults form a cycle: {chain}")
     try:
         cfg = OmegaConf.load(p)
     except Exception as e:  # yaml errors come in several classes; all mean the same to the user
         raise ConfigError(f"config: {path} is not valid YAML: {str(e).splitlines()[0]}") from e
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"config: {path} must hold a mapping at the top level")
-    return cfg
+    if "defaults" not in cfg:
+        return cfg
+    bases = cfg.pop("defaults")
+    bases = [bases] if isinstance(bases, str) else bases
+    if not (isinstance(bases, (ListConfig, list)) and all(isinstance(b, str) for b in bases)):
+        raise ConfigError(f"{path}: defaults: expected a list of YAML file paths relative to the config, got {bases!r}")
+    chain = (*_including, p.resolve())
+    return OmegaConf.merge(*(read_yaml(str(p.parent / b), chain) for b in bases), cfg)
 
 
 def _type_name(schema_cls: Type, dotted: str) -> str:

@@ -160,6 +160,12 @@ class Distribution(abc.ABC):
     """What `Policy.distribution` and `Teacher.distribution` return."""
 
     batch_shape: torch.Size
+    kind: str  # "categorical" or "gaussian": which divergences are defined for it
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> torch.device:
+        """Where its tensors live."""
 
     @abc.abstractmethod
     def select(self, mask: Tensor) -> "Distribution":
@@ -173,6 +179,8 @@ class Categorical(Distribution):
     tensors, and `logits_fn(*rows, *shared) -> [n, V]` over flattened rows; pooling composes
     `logits_fn`s, so a pool of lazy teachers stays lazy.
     """
+
+    kind = "categorical"
 
     def __init__(
         self,
@@ -251,10 +259,27 @@ class Categorical(Distribution):
         return self._topk is not None
 
     @property
+    def device(self) -> torch.device:
+        return self._topk[0].device if self._topk is not None else self._rows[0].device
+
+    @property
     def topk(self) -> Tuple[Tensor, Tensor]:
         if self._topk is None:
             raise ValueError("this Categorical is not sparse (it was not built with from_topk)")
         return self._topk
+
+    def logit_source(self) -> Optional[Tuple[Tuple[Tensor, ...], bool, float]]:
+        """`(tensors, lazy, temperature)` when the logits are one projection `(h @ W.T [+ b]) / T`
+        (lazy: tensors are `h [n, H]`, `W`, and `b` if any) or one dense tensor `z [n, V] / T`;
+        None for sparse, pooled or other composed distributions. What tiled evaluation reads."""
+        if self.is_sparse or len(self._rows) != 1:
+            return None
+        fn = self._logits_fn
+        if isinstance(fn, Projection):
+            return (*self._flat_rows(), *self._shared), True, fn.temperature
+        if isinstance(fn, Scaled) and not self._shared:
+            return self._flat_rows(), False, fn.temperature
+        return None
 
     def _flat_rows(self) -> Tuple[Tensor, ...]:
         n = self.batch_shape.numel()
@@ -435,6 +460,8 @@ class Gaussian(Distribution):
     over them). Used for one denoising transition of a flow-matching SDE/ODE step.
     """
 
+    kind = "gaussian"
+
     def __init__(self, mean: Tensor, std: Union[Tensor, float]):
         std_t = torch.as_tensor(std, dtype=mean.dtype, device=mean.device)
         try:
@@ -444,6 +471,10 @@ class Gaussian(Distribution):
         self.mean = mean
         self.std = std_t
         self.batch_shape = mean.shape[:1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
 
     def select(self, mask: Tensor) -> "Gaussian":
         mask = mask.bool()

@@ -12,9 +12,8 @@ Gaussian divergences are closed forms summed over event dimensions.
 
 from __future__ import annotations
 
-import inspect
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -137,6 +136,7 @@ class Divergence:
     """`D(student, teacher) -> [batch]` float32, differentiable in the student."""
 
     name = "divergence"
+    kinds: Tuple[str, ...] = ("categorical",)  # the distribution kinds it is defined for
 
     def __init__(self, temperature: float = 1.0):
         if temperature <= 0:
@@ -158,6 +158,16 @@ class Divergence:
             f"got {type(student).__name__} and {type(teacher).__name__}"
         )
 
+    def check_kind(self, kind: str) -> None:
+        """A domain whose decisions are `kind` distributions ("categorical" or "gaussian") cannot
+        use this divergence: a ConfigError at start-up instead of a TypeError at the first step."""
+        if kind not in self.kinds:
+            usable = [n for n in DIVERGENCES if kind in DIVERGENCES.get(n).kinds]
+            raise ConfigError(
+                f"divergence.name: {self.name!r} is not defined for {kind} distributions, which this domain's "
+                f"policy outputs; use one of {', '.join(usable)}"
+            )
+
     def categorical(self, ls: Tensor, lt: Tensor) -> Tensor:
         raise TypeError(f"divergence {self.name!r} is not defined for Categorical distributions")
 
@@ -176,6 +186,7 @@ class ReverseKL(Divergence):
     """KL(student‖teacher): mode-seeking; the OPD default."""
 
     name = "reverse_kl"
+    kinds = ("categorical", "gaussian")
 
     def categorical(self, ls, lt):
         return reverse_kl_terms(ls, lt)
@@ -199,6 +210,7 @@ class ForwardKL(Divergence):
     """KL(teacher‖student): mass-covering."""
 
     name = "forward_kl"
+    kinds = ("categorical", "gaussian")
 
     def categorical(self, ls, lt):
         return forward_kl_terms(ls, lt)
@@ -280,18 +292,11 @@ class SkewReverseKL(_Skew):
         )
 
 
-def divergence(name: str, **kwargs: Any) -> Divergence:
+def divergence(name: str, **options: Any) -> Divergence:
     """Build a registered divergence: `divergence("jsd", beta=0.5)`."""
-    cls = DIVERGENCES.get(name)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    bad = sorted(set(kwargs) - accepted)
-    if bad:
-        raise ConfigError(f"divergence {name!r}: unexpected option(s) {bad}; it accepts {sorted(accepted)}")
-    return cls(**kwargs)
+    return DIVERGENCES.build({"name": name, **options}, "divergence")
 
 
-def divergence_from_options(name: str, options: Dict[str, Any]) -> Divergence:
+def divergence_from_config(section: Mapping[str, Any]) -> Divergence:
     """Build from a config section holding every divergence knob: only those this one takes are used."""
-    cls = DIVERGENCES.get(name)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    return cls(**{k: v for k, v in options.items() if k in accepted})
+    return DIVERGENCES.build(dict(section), "divergence", strict=False)

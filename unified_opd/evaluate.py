@@ -9,7 +9,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from .config import load_config
-from .domain import get_domain, schema_for
+from .domain import checked_domain, schema_for
 
 
 def run_eval(config: str, overrides: Sequence[str] = ()) -> Dict[str, float]:
@@ -19,7 +19,8 @@ def run_eval(config: str, overrides: Sequence[str] = ()) -> Dict[str, float]:
     """
     cfg = load_config(config, overrides, schema_for)
     set_seed(cfg.trainer.seed)
-    components = get_domain(cfg.domain).build(cfg, Accelerator(cpu=cfg.trainer.cpu))
+    domain = checked_domain(cfg)  # bad values fail here, before any model load
+    components = domain.build(cfg, Accelerator(cpu=cfg.trainer.cpu))
     if components.evaluate is None:
         return {}
     components.policy.module.eval()

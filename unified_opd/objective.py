@@ -17,17 +17,17 @@ which is how SCOPE, SRPO and dGRPO are configured without any recipe name in the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from dataclasses import fields
+from typing import Any, Dict, Optional, Tuple
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from .distributions import Categorical, Distribution, pool
-from .divergences import Divergence, divergence as make_divergence
-from .errors import ConfigError
-from .distributions import aligned_log_probs
-from .errors import UserError
+from .config import ObjectiveConfig
+from .distributions import Categorical, Distribution, aligned_log_probs, pool
+from .divergences import Divergence, divergence as make_divergence, divergence_from_config
+from .errors import ConfigError, UserError
 from .estimators import (
     discounted_returns,
     grpo_advantage,
@@ -39,35 +39,44 @@ from .estimators import (
     tv_adaptive_lam,
 )
 from .rollout import Rollout
-from .weights import WeightInputs, combine_weights
+from .weights import WeightInputs, build_weights, combine_weights
 
 ESTIMATORS = ("auto", "sampled", "analytic")
 BASELINES = ("none", "reverse_kl")
 OUTCOME_ADVANTAGES = {"grpo": grpo_advantage, "reward": reward_advantage}
 LAM_RULES = ("constant", "tv_adaptive")
+OPTION_NAMES = tuple(f.name for f in fields(ObjectiveConfig))
 
 
-@dataclass
 class Objective:
     """Configured loss. `estimator="auto"` uses the sampled-token estimator for reverse KL on
     Categorical distributions (the cheap, standard OPD loss) and the analytic divergence otherwise
-    (other divergences have no single-sample form; Gaussians have a closed form)."""
+    (other divergences have no single-sample form; Gaussians have a closed form).
 
-    divergence: Divergence
-    estimator: str = "auto"
-    weights: Tuple = ()
-    lam: float = 1.0
-    baseline: str = "none"
-    clip_eps: float = 0.2
-    discount: float = 0.0
-    baseline_top_k: int = 0
-    lam_rule: str = "constant"
-    lam_tv: float = 0.1
-    outcome_advantage: str = "none"
-    outcome_coef: float = 1.0
-    outcome_weights: Tuple = ()
+    Its knobs are `ObjectiveConfig`'s fields (names, defaults and meaning are defined there only);
+    `weights` and `outcome_weights` are given built (`build_weights`), as `from_config` does.
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(self, divergence: Divergence, **options: Any):
+        unknown = sorted(set(options) - set(OPTION_NAMES))
+        if unknown:
+            raise ConfigError(f"objective.{unknown[0]}: unknown option (known: {', '.join(OPTION_NAMES)})")
+        self.divergence = divergence
+        knobs = ObjectiveConfig(**options)
+        for name in OPTION_NAMES:
+            setattr(self, name, getattr(knobs, name))
+        self.weights, self.outcome_weights = tuple(self.weights), tuple(self.outcome_weights)
+        self._check()
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "Objective":
+        """The objective of a run config: its `divergence` and `objective` sections."""
+        options = OmegaConf.to_container(cfg.objective)
+        for key in ("weights", "outcome_weights"):
+            options[key] = build_weights(options[key], f"objective.{key}")
+        return cls(divergence_from_config(OmegaConf.to_container(cfg.divergence)), **options)
+
+    def _check(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ConfigError(f"objective.estimator: expected one of {ESTIMATORS}, got {self.estimator!r}")
         if self.baseline not in BASELINES:
@@ -109,7 +118,7 @@ class Objective:
     ) -> Tuple[Tensor, Dict[str, float]]:
         """`old_logp` (from `action_log_probs` at rollout time) marks a reused rollout: the
         sampled-token loss then uses the clipped importance ratio π_θ/π_old (`clip_eps`)."""
-        mask = rollout.mask.to(_device(student))
+        mask = rollout.mask.to(student.device)
         n = int(mask.sum())
         if n == 0:
             raise ValueError("objective: the rollout has no position with loss_mask = 1 (nothing to distil)")
@@ -122,23 +131,8 @@ class Objective:
         actions = rollout.actions.to(mask.device)[mask] if isinstance(student, Categorical) else None
         ls = lt = None
         if self.uses_sampled(student):
-            ls = s.log_prob(actions)
-            with torch.no_grad():
-                lt = t.log_prob(actions)
-                lr = r.log_prob(actions) if r is not None else None
-            adv = opd_advantage(ls, lt, lr, lam)
-            if self.discount:
-                adv = discounted_returns(adv, mask.bool(), self.discount)
-            baseline = None
-            if self.baseline == "reverse_kl":
-                with torch.no_grad():
-                    baseline = -self._value_kl(s.detach(), _target(t, r, lam))
-            per_position = policy_gradient_loss(ls, adv, baseline, old_logp, self.clip_eps)
+            per_position, ls, lt = self._sampled_term(s, t, r, lam, actions, mask, old_logp, metrics)
             detached_div = (ls - lt).detach()
-            metrics["advantage"] = float(adv.mean())
-            if old_logp is not None:
-                ratio = torch.exp(ls.detach() - old_logp)
-                metrics["clip_frac"] = float(((ratio - 1.0).abs() > self.clip_eps).float().mean())
         else:
             per_position = self.divergence(s, _target(t, r, lam))
             detached_div = per_position.detach()
@@ -156,7 +150,7 @@ class Objective:
             actions=actions,
         )
         if ls is not None:
-            inputs._cache.update(student_logp=ls.detach(), teacher_logp=lt.detach())
+            inputs.remember(student_logp=ls, teacher_logp=lt)
         w = combine_weights(self.weights, inputs)
         total = w * per_position
         if self.outcome_advantage != "none":
@@ -171,12 +165,31 @@ class Objective:
             metrics["weight_mean"] = float(w.mean())
         return loss, metrics
 
+    def _sampled_term(self, s, t, r, lam, actions: Tensor, mask: Tensor, old_logp: Optional[Tensor], metrics: Dict[str, float]):
+        """The sampled-token policy-gradient term per position -> (term, log π_θ(a), log π_T(a))."""
+        ls = s.log_prob(actions)
+        with torch.no_grad():
+            lt = t.log_prob(actions)
+            lr = r.log_prob(actions) if r is not None else None
+        adv = opd_advantage(ls, lt, lr, lam)
+        if self.discount:
+            adv = discounted_returns(adv, mask.bool(), self.discount)
+        baseline = None
+        if self.baseline == "reverse_kl":
+            with torch.no_grad():
+                baseline = -self._value_kl(s.detach(), _target(t, r, lam))
+        metrics["advantage"] = float(adv.mean())
+        if old_logp is not None:
+            ratio = torch.exp(ls.detach() - old_logp)
+            metrics["clip_frac"] = float(((ratio - 1.0).abs() > self.clip_eps).float().mean())
+        return policy_gradient_loss(ls, adv, baseline, old_logp, self.clip_eps), ls, lt
+
     def action_log_probs(self, student: Distribution, rollout: Rollout) -> Optional[Tensor]:
         """Detached log π(a_t) on the masked positions, the π_old of a rollout that will be reused;
         None when the loss is analytic (it needs no importance ratio)."""
         if not self.uses_sampled(student):
             return None
-        mask = rollout.mask.to(_device(student))
+        mask = rollout.mask.to(student.device)
         with torch.no_grad():
             return student.detach().select(mask).log_prob(rollout.actions.to(mask.device)[mask])
 
@@ -224,10 +237,3 @@ def _flat_index(rollout: Rollout, mask: Tensor) -> Tuple[Tensor, Tensor]:
     b = torch.arange(mask.shape[0], device=mask.device).unsqueeze(-1).expand_as(mask)
     return b[mask], rollout.positions().to(mask.device)[mask]
 
-
-def _device(d: Distribution) -> torch.device:
-    if isinstance(d, Categorical):
-        if d.is_sparse:
-            return d.topk[0].device
-        return d._rows[0].device
-    return d.mean.device

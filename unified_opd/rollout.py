@@ -26,6 +26,8 @@ class Rollout:
     group_ids:    optional per-trajectory prompt index: samples of one prompt share it (GRPO and
                   group-normalised weights).
     meta:         free-form extras (decoded text, timings, ...).
+
+    The same table, with shapes, is in docs/design.md ("The Rollout's fields").
     """
 
     actions: Tensor

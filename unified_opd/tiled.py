@@ -94,16 +94,8 @@ class _Side:
 
     @classmethod
     def of(cls, d) -> Optional["_Side"]:
-        from .distributions import Projection, Scaled
-
-        if d.is_sparse:
-            return None
-        fn = d._logits_fn
-        if isinstance(fn, Projection) and len(d._rows) == 1:
-            return cls((*d._flat_rows(), *d._shared), True, fn.temperature)
-        if isinstance(fn, Scaled) and len(d._rows) == 1 and not d._shared:
-            return cls(d._flat_rows(), False, fn.temperature)
-        return None
+        source = d.logit_source()
+        return None if source is None else cls(*source)
 
     def with_tensors(self, tensors: Tuple[Tensor, ...]) -> "_Side":
         return _Side(tensors, self.lazy, self.temperature)

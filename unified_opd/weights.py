@@ -8,7 +8,6 @@ PW-OPSD position weights, SOD step weights or SCOPE/SRPO correctness routing reg
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
@@ -22,7 +21,8 @@ from .errors import ConfigError
 from .registry import Registry
 from .rollout import Rollout
 
-WEIGHTS = Registry("weight", "objective.weights")
+# a built weight is (function, options): the function is called with each step's inputs
+WEIGHTS = Registry("weight", "objective.weights", make=lambda fn, options: (fn, options), runtime_args=("inputs",))
 
 
 @dataclass
@@ -45,6 +45,10 @@ class WeightInputs:
     max_steps: int = 1
     actions: Optional[Tensor] = None
     _cache: Dict[str, Tensor] = field(default_factory=dict)
+
+    def remember(self, **values: Tensor) -> None:
+        """Give values the caller already computed (e.g. `student_logp`), so no weight recomputes them."""
+        self._cache.update({k: v.detach() for k, v in values.items()})
 
     def _cached(self, key: str, compute: Callable[[], Tensor]) -> Tensor:
         if key not in self._cache:
@@ -209,30 +213,9 @@ def student_perplexity_weight(inputs: WeightInputs, power: float = 1.0) -> Tenso
     return group_normalise(torch.exp(float(power) * nll), inputs.group_ids())[inputs.batch_index]
 
 
-def _check_options(fn: WeightFn, opts: dict, field: str) -> None:
-    """An option the weight function does not take is a config error naming it."""
-    params = inspect.signature(fn).parameters
-    for key in opts:
-        if key == "inputs" or key not in params:
-            known = [p for p in params if p != "inputs"]
-            raise ConfigError(f"{field}.{key}: unknown option of weight {fn.__name__!r} (known: {', '.join(known) or 'none'})")
-
-
 def build_weights(specs: list, field: str = "objective.weights") -> list:
     """Config entries (a name, or a mapping with `name` and options) -> [(fn, options)]."""
-    built = []
-    for i, spec in enumerate(specs):
-        if isinstance(spec, str):
-            name, opts = spec, {}
-        else:
-            opts = dict(spec)
-            name = opts.pop("name", None)
-            if name is None:
-                raise ConfigError(f"{field}[{i}]: expected a name or a mapping with a 'name' key")
-        fn = WEIGHTS.get(name, f"{field}[{i}].name")
-        _check_options(fn, opts, f"{field}[{i}]")
-        built.append((fn, opts))
-    return built
+    return WEIGHTS.build_all(specs, field)
 
 
 def combine_weights(built: list, inputs: WeightInputs) -> Tensor:

@@ -11,4 +11,4 @@ from . import zoo  # noqa: F401  (registers the zoo entries)
 from .build import build
 from .config import AgentRunConfig, check
 
-register_domain("agent", AgentRunConfig, build, check)
+register_domain("agent", AgentRunConfig, build, check, distribution="categorical")

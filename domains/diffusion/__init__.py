@@ -10,4 +10,4 @@ from . import weights, zoo  # noqa: F401  (registrations)
 from .build import build
 from .config import DiffusionRunConfig, check
 
-register_domain("diffusion", DiffusionRunConfig, build, check)
+register_domain("diffusion", DiffusionRunConfig, build, check, distribution="gaussian")

@@ -11,4 +11,4 @@ from . import zoo  # noqa: F401  (registers the zoo entries)
 from .build import build
 from .config import TextRunConfig, check
 
-register_domain("text", TextRunConfig, build, check)
+register_domain("text", TextRunConfig, build, check, distribution="categorical")

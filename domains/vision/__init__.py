@@ -10,4 +10,4 @@ from . import zoo  # noqa: F401  (registers the zoo entry)
 from .build import build
 from .config import VisionRunConfig, check
 
-register_domain("vision", VisionRunConfig, build, check)
+register_domain("vision", VisionRunConfig, build, check, distribution="categorical")
