@@ -16,7 +16,7 @@ Each move is one position of the rollout, so OPD here is the per-step Gaussian K
 (`divergence.name: kl`, the closed-form mean matching ‖μ_θ − μ_T‖² / 2σ²) on the student's own
 trajectories. The domain draws its action noise from its own `torch.Generator`, handed to the
 trainer in `Components.generators`, so a resumed run continues the same stream (the resume
-contract, docs/architecture.md).
+contract, docs/design.md).
 """
 
 from __future__ import annotations
