@@ -21,9 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from unified_opd.config import load_config
+from unified_opd.config import load_config, read_yaml
 from unified_opd.domain import schema_for
 from unified_opd.evaluate import run_eval
 from unified_opd.trainer import Trainer
@@ -33,7 +31,8 @@ CONFIGS = {"keydoor": "configs/agent/opd_keydoor.yaml", "shop": "configs/agent/o
 
 
 def config(env: str):
-    return OmegaConf.load(ROOT / CONFIGS[env])
+    """The recipe as written, with its `defaults:` merged under it (no schema)."""
+    return read_yaml(str(ROOT / CONFIGS[env]))
 
 
 def max_turns(env: str) -> int:

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from tokenizers import Regex, decoders, models, pre_tokenizers
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from unified_opd.domains.lm import Sampling
+from unified_opd.domains.lm.tiny import SPECIALS, fast_tokenizer, tiny_llama
 from unified_opd.envs import CHARSET
 from unified_opd.supervised import SupervisedPlan, fit, model_loss
 from unified_opd.zoo import console, register_zoo
@@ -43,7 +44,6 @@ from unified_opd.zoo import console, register_zoo
 from ..episodes import Limits, env_factory, run_episodes, summarise
 from ..transcript import PlainFormat, Transcript
 
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 # A word is lower-case letters, optionally with a `:number` tail: a KeyDoor exit `s:3` is then
 # one token, so finding the exit to room r+1 is one attention lookup instead of matching digits
 # and copying the letter two positions before them (slow to learn: see docs/agent.md, Zoo).
@@ -63,20 +63,7 @@ class ModelSpec:
     context: int = 1024
 
     def build(self, tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
-        cfg = LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=self.hidden,
-            intermediate_size=self.hidden * 3,
-            num_hidden_layers=self.layers,
-            num_attention_heads=self.heads,
-            num_key_value_heads=self.heads,
-            max_position_embeddings=self.context,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-            tie_word_embeddings=True,
-        )
-        return LlamaForCausalLM(cfg)
+        return tiny_llama(tok, self.hidden, self.layers, self.heads, self.context)
 
 
 @dataclass
@@ -127,12 +114,8 @@ def build_tokenizer(texts: Sequence[str]) -> PreTrainedTokenizerFast:
     vocab: Dict[str, int] = {}
     for t in SPECIALS + chars + [" " + c for c in chars if c != " "] + sorted(w for w in words if len(w.strip()) > 1):
         vocab.setdefault(t, len(vocab))
-    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", continuing_subword_prefix="", max_input_chars_per_word=1000))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(PRE_TOKEN), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", padding_side="left"
-    )
+    pieces = models.WordPiece(vocab=vocab, unk_token="<unk>", continuing_subword_prefix="", max_input_chars_per_word=1000)
+    return fast_tokenizer(pieces, pre_tokenizers.Split(Regex(PRE_TOKEN), behavior="isolated"), decoders.Fuse())
 
 
 # ------------------------------------------------------------------ expert data

@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from tokenizers import Regex, decoders, pre_tokenizers
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from unified_opd.data import write_jsonl
+from unified_opd.domains.lm.tiny import SPECIALS, tiny_llama, word_level_tokenizer
 from unified_opd.supervised import SupervisedPlan, fit, model_loss
 from unified_opd.zoo import console, register_zoo
 
 CHARS = list("0123456789+-*= ")
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 OPS = {"add": "+", "sub": "-", "mul": "*"}
 
 
@@ -87,18 +87,7 @@ def make_splits(n_train: int, n_eval: int, seed: int = 0, max_digits: int = 2) -
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """Character-level tokenizer: one token per character, `<s>` prepended, `</s>` ends answers."""
     vocab = {t: i for i, t in enumerate(SPECIALS + CHARS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        padding_side="left",
-    )
+    return word_level_tokenizer(vocab, pre_tokenizers.Split(Regex("."), behavior="isolated"), decoders.Fuse())
 
 
 # ------------------------------------------------------------------ models and supervised training
@@ -115,20 +104,7 @@ class ModelSpec:
     check_every: int = 50  # steps between those probes
 
     def build(self, tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
-        cfg = LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=self.hidden,
-            intermediate_size=self.hidden * 3,
-            num_hidden_layers=self.layers,
-            num_attention_heads=self.heads,
-            num_key_value_heads=self.heads,
-            max_position_embeddings=64,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-            tie_word_embeddings=True,
-        )
-        return LlamaForCausalLM(cfg)
+        return tiny_llama(tok, self.hidden, self.layers, self.heads, context=64)
 
 
 # Measured learning curves (2-digit padded problems, batch 64): the 5M teacher learns fastest at

@@ -8,18 +8,20 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from tokenizers import pre_tokenizers
 from transformers import (
     CLIPImageProcessorPil,
     CLIPVisionConfig,
-    LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
 
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
+from unified_opd.domains.lm.tiny import SPECIALS as LM_SPECIALS
+from unified_opd.domains.lm.tiny import tiny_llama_config, word_level_tokenizer
+
+SPECIALS = [*LM_SPECIALS, "<image>"]
 ROLES = ["USER:", "ASSISTANT:", "SYSTEM:"]
 # user turn = "USER: <image> question ASSISTANT:"; the answer follows, then </s>
 CHAT_TEMPLATE = (
@@ -35,18 +37,7 @@ CHAT_TEMPLATE = (
 def build_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
     """Whitespace word-level tokenizer over `words` (one token each), `<s>` prepended."""
     vocab = {w: i for i, w in enumerate(dict.fromkeys([*SPECIALS, *ROLES, *words]))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        padding_side="left",
-        extra_special_tokens={"image_token": "<image>"},
-    )
+    return word_level_tokenizer(vocab, pre_tokenizers.WhitespaceSplit(), extra_special_tokens={"image_token": "<image>"})
 
 
 def build_processor(tokenizer: PreTrainedTokenizerFast, image_size: int, patch_size: int) -> LlavaProcessor:
@@ -91,17 +82,8 @@ class TinySpec:
             patch_size=self.patch_size,
             initializer_range=self.init_std,
         )
-        text = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=self.text_hidden,
-            intermediate_size=2 * self.text_hidden,
-            num_hidden_layers=self.text_layers,
-            num_attention_heads=self.heads,
-            num_key_value_heads=self.heads,
-            max_position_embeddings=self.image_tokens + 64,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
+        text = tiny_llama_config(
+            tokenizer, self.text_hidden, self.text_layers, self.heads, self.image_tokens + 64, ffn_ratio=2,
             initializer_range=self.init_std,
         )
         cfg = LlavaConfig(
