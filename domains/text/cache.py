@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from unified_opd.cache import CACHE_WRITERS, check_fingerprints, digest_files, digest_json, load_shards, read_manifest, write_cache
-from unified_opd.data import read_jsonl
 from unified_opd.distributions import Categorical
 from unified_opd.errors import ConfigError
 from unified_opd.interfaces import Teacher
@@ -28,6 +27,7 @@ from unified_opd.zoo import resolve
 from unified_opd.domains.lm import LMTeacher
 from unified_opd.domains.lm import Sampling, check_same_vocabulary, load_causal_lm
 
+from .records import load_split
 from .generation import encode_prompts, format_prompts, generate_rollout
 
 FIELD = "teacher.cache.dir"
@@ -95,9 +95,9 @@ def write_teacher_cache(cfg) -> Path:
     check_same_vocabulary(tok, t_tok, s_lm, t_lm)
     teacher = LMTeacher(t_lm, lazy=False)
     gen_lm = t_lm if c.rollouts == "teacher" else s_lm
-    records = read_jsonl(resolve(cfg.data.path, "data.path"), (cfg.data.prompt_field,))[: c.prompts]
+    records = load_split(cfg.data)[: c.prompts]
     r = cfg.rollout
-    sampling = Sampling(num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
+    sampling = Sampling(num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, stop=tuple(r.stop))
     P = encode_prompts(tok, format_prompts(tok, records, cfg.data), 0)["input_ids"].shape[1]
     M = r.max_new_tokens
 
@@ -184,7 +184,7 @@ def _cache(ctx: TeacherContext) -> BuiltTeacher:
     manifest = read_manifest(directory, FIELD)
     check_fingerprints(manifest, fingerprints(cfg, ctx.policy.tokenizer), FIELD)
     tensors = load_shards(directory, manifest)
-    records = read_jsonl(resolve(cfg.data.path, "data.path"), (cfg.data.prompt_field,))
+    records = load_split(cfg.data)
     by_prompt: Dict[int, List[int]] = {}
     for row, i in enumerate(tensors["record_index"].tolist()):
         by_prompt.setdefault(i, []).append(row)
