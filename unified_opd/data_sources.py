@@ -66,7 +66,7 @@ def _json_array(p: Path, field: str) -> List[Any]:
 
 
 def _load_file(p: Path, builder: str, field: str):
-    import datasets
+    datasets = _datasets()
 
     try:
         # CSV cells stay strings: an answer "007" or "3/4" must not become a number
@@ -76,12 +76,19 @@ def _load_file(p: Path, builder: str, field: str):
         raise UserError(f"{field}: cannot read {p} as {builder}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
 
+def _datasets():
+    """`datasets`, imported on first use (it costs a second at start-up), its per-file progress bars off."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    return datasets
+
+
 def _csv_options(p: Path) -> Dict[str, Any]:
     """Every column read as strings (the header names them), comma- or tab-separated by suffix."""
     import csv
 
-    import datasets
-
+    datasets = _datasets()
     sep = "\t" if p.suffix.lower() == ".tsv" else ","
     with open(p, newline="", encoding="utf-8", errors="replace") as f:
         header = next(csv.reader(f, delimiter=sep), [])
@@ -89,7 +96,7 @@ def _csv_options(p: Path) -> Dict[str, Any]:
 
 
 def _load_disk(p: Path, split: str, field: str):
-    import datasets
+    datasets = _datasets()
 
     try:
         ds = datasets.load_from_disk(str(p))
@@ -115,11 +122,12 @@ def _hub_unreachable() -> bool:
 
 
 def _load_hub(repo: str, name: Optional[str], split: str, field: str):
-    import datasets
     from huggingface_hub import constants
 
+    datasets = _datasets()
+    args = f"{repo!r}" + (f", {name!r}" if name else "")
     how = (
-        f"download it on a connected machine (datasets.load_dataset({repo!r}).save_to_disk(DIR)) and set "
+        f"download it on a connected machine (datasets.load_dataset({args}).save_to_disk(DIR)) and set "
         f"{field}=DIR or a parquet/JSONL file; with a copy in the Hugging Face cache, set HF_DATASETS_OFFLINE=1"
     )
     offline = constants.HF_HUB_OFFLINE or datasets.config.HF_DATASETS_OFFLINE
