@@ -12,14 +12,14 @@ from .loading import (
 )
 from .policy import LMPolicy
 from .sampler import Sampling, completion_mask, draw, filter_logits, sample
-from .stopping import check_stop_strings, cut_text, stop_ids, stop_string_mask
+from .stopping import check_stop_strings, cut_text, stop_ids, stop_string_check, stop_string_mask
 from .scoring import HiddenStates, view_distribution
 from .teacher import LMTeacher, LMTeacherSource, ViewScorer, lm_teacher_view, load_lm_teacher
 
 __all__ = [
     "CHAT_TEMPLATE_MODES", "DTYPES", "HiddenStates", "LMPolicy", "LMTeacher", "LMTeacherSource", "Sampling",
     "ViewScorer", "check_chat_template", "check_positive", "check_same_vocabulary",
-    "check_sampling", "check_stop_strings", "cut_text", "stop_ids", "stop_string_mask", "completion_mask", "draw", "filter_logits", "lm_teacher_view",
+    "check_sampling", "check_stop_strings", "cut_text", "stop_ids", "stop_string_check", "stop_string_mask", "completion_mask", "draw", "filter_logits", "lm_teacher_view",
     "load_causal_lm", "load_lm_teacher", "load_pretrained", "max_context", "model_dir",
     "prepare_tokenizer", "sample", "uses_chat_template", "view_distribution",
     "weights_options",

@@ -11,7 +11,7 @@ by inverse CDF (`draw`). Greedy decoding returns exactly `generate`'s tokens (te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -98,6 +98,7 @@ def sample(
     top_k: int = 0,
     top_p: float = 1.0,
     greedy: bool = False,
+    stopped: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> Tensor:
     """Prompt + completion ids `[B, P + new]`; completions end at EOS (any of `eos_id`'s ids) and are padded after it."""
     eos = _eos_tensor(eos_id, input_ids.device)
@@ -117,6 +118,8 @@ def sample(
         out.append(token[:, None])
         if eos is not None:
             done |= torch.isin(token, eos)
+        if stopped is not None:  # e.g. a stop string completed: generated ids so far -> [B] bool
+            done |= stopped(torch.cat(out[1:], 1))
         if bool(done.all()) or i == max_new_tokens - 1:
             break
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)

@@ -3,12 +3,13 @@
 A chat model ends its turn on its own token (`<|im_end|>`, `<end_of_turn>`), which its
 `generation_config.eos_token_id` (an int or a list) names next to, or instead of, the tokenizer's
 `eos_token_id`; `stop_ids` gathers them all for the sampler. Stop strings can end inside a token
-and span several, so they are found on the decoded text after sampling (`stop_string_mask`).
+and span several, so they are found on decoded text: while sampling, to end the row
+(`stop_string_check`), and after it, to cut the loss mask at the token that completes one (`stop_string_mask`).
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -47,6 +48,21 @@ def stop_string_mask(tok, generated: Tensor, mask: Tensor, stops: Sequence[str])
                 mask[row, t + 1 :] = 0
                 break
     return mask
+
+
+def stop_string_check(tok, stops: Sequence[str]) -> Optional[Callable[[Tensor], Tensor]]:
+    """For `sample(stopped=...)`: which rows' latest tokens complete a stop string, so sampling
+    ends there instead of at `max_new_tokens`. Only the tail is decoded: a string of n characters
+    spans at most 4n byte-level tokens."""
+    if not stops:
+        return None
+    window = 4 * max(len(s) for s in stops)
+
+    def stopped(generated: Tensor) -> Tensor:
+        texts = tok.batch_decode(generated[:, -window:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in stops) for t in texts], device=generated.device)
+
+    return stopped
 
 
 def cut_text(text: str, stops: Sequence[str]) -> str:

@@ -14,7 +14,8 @@ from torch import nn
 
 from unified_opd.data import verify
 from unified_opd.domains.lm import (
-    Sampling, completion_mask, cut_text, max_context, sample, stop_ids, stop_string_mask, uses_chat_template,
+    Sampling, completion_mask, cut_text, max_context, sample, stop_ids, stop_string_check, stop_string_mask,
+    uses_chat_template,
 )
 from unified_opd.errors import UserError
 from unified_opd.rollout import Rollout
@@ -108,6 +109,7 @@ def generate_rollout(
         top_k=sampling.top_k,
         top_p=sampling.top_p,
         greedy=sampling.greedy,
+        stopped=stop_string_check(tok, sampling.stop),
     )
     gen = seq[:, prompt_len:]
     gen_mask = stop_string_mask(tok, gen, completion_mask(gen, eos), sampling.stop)
