@@ -96,6 +96,12 @@ FILES = {
     "bad_json": lambda c: c.write("bad.jsonl", '{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2+2=", \n'),
     "no_prompt": lambda c: c.write("noprompt.jsonl", '{"prompt": "1+1="}\n{"question": "2+2="}\n'),
     "not_object": lambda c: c.write("list.jsonl", "[1, 2]\n"),
+    "prompt_and_messages": lambda c: c.write(
+        "both.jsonl", '{"prompt": "1+1="}\n{"prompt": "2+2=", "messages": [{"role": "user", "content": "2+2="}]}\n'
+    ),
+    "bad_turn": lambda c: c.write("badturn.jsonl", '{"messages": [{"role": "user", "content": "1+1="}, {"role": "bot", "content": "2"}]}\n'),
+    "chat_records": lambda c: c.write("chat.jsonl", '{"messages": [{"role": "user", "content": "1+1="}], "answer": "2"}\n'),
+    "corrupt_parquet": lambda c: c.write("train.parquet", "PAR1 this is not a parquet file\n"),
     "bad_yaml": lambda c: c.write("bad.yaml", "trainer: [unclosed\n"),
     "list_yaml": lambda c: c.write("list.yaml", "- a\n- b\n"),
     # the long prompt is the last of many, so only a check of every record finds it up front
@@ -198,6 +204,13 @@ CASES = [
     ("invalid JSONL line", text(**{"data.path": "@bad_json"}), "line 2 is not valid JSON"),
     ("record without prompt", text(**{"data.path": "@no_prompt"}), "line 2 has no 'prompt' field"),
     ("record not an object", text(**{"data.path": "@not_object"}), "line 1 must be a JSON object"),
+    ("record with prompt and messages", text(**{"data.path": "@prompt_and_messages"}), "line 2 has both 'prompt' and 'messages'"),
+    ("record with neither prompt nor messages", text(**{"data.path": "@no_prompt"}), "line 2 has no 'prompt' field (nor 'messages')"),
+    ("chat turn with an unknown role", text(**{"data.path": "@bad_turn"}), "data.messages: record 0 turn 1 must be"),
+    ("chat records without a chat template", text(**{"data.path": "@chat_records"}), "data.messages: record 0 is a chat record"),
+    ("corrupt parquet file", text(**{"data.path": "@corrupt_parquet"}), "data.path: cannot read"),
+    ("Hub dataset offline", text(**{"data.path": "openai/gsm8k", "data.name": "main"}), "data.path: Hub dataset 'openai/gsm8k'"),
+    ("empty stop string", text("rollout.stop=['']"), "rollout.stop[0]: expected a non-empty string"),
     # models
     ("tokenizer mismatch", text(**{"teacher.path": "@odd_vocab"}), "teacher.path: vocabulary size"),
     ("prompt longer than context", text(**{"data.path": "@long_prompt"}), "data.path: record 50's prompt is"),

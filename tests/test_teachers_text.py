@@ -116,3 +116,21 @@ def test_relayout_puts_every_batch_on_one_grid():
     s, a, m = relayout(seq, torch.ones_like(seq), torch.tensor([[0, 1, 1]]), prompt_len=2, P=3, M=3, pad_id=0)
     assert s.tolist() == [[0, 7, 1, 2, 3, 0]]
     assert a.tolist() == [[0, 1, 1, 1, 1, 0]] and m.tolist() == [[0, 0, 1, 1, 0]]
+
+
+def test_lightning_cache_reads_a_save_to_disk_directory_and_hashes_its_files(tiny_text, tmp_path):
+    from datasets import Dataset
+
+    from unified_opd.data import read_jsonl
+    from unified_opd.domains.text.cache import data_digest
+
+    data = tmp_path / "train_ds"
+    Dataset.from_list(read_jsonl(str(tiny_text / "train.jsonl"))[:16]).save_to_disk(data)
+    cache = tmp_path / "cache"
+    over = {"data.path": data, "teacher.cache.dir": cache, "teacher.cache.prompts": 8, "teacher.cache.batch_size": 4}
+    write_teacher_cache(_cfg(tiny_text, tmp_path / "w", **over))
+    tr = Trainer(_cfg(tiny_text, tmp_path / "run", **{**over, "teacher.kind": "cache", "trainer.max_steps": 2, "objective.estimator": "analytic"}))
+    assert len(tr.components.train_records) == 8 and tr.train()["steps"] == 2
+    digest = data_digest(tr.cfg.data)
+    (data / "extra.txt").write_text("changed")
+    assert data_digest(tr.cfg.data) != digest  # any file of the directory changes the fingerprint

@@ -1,6 +1,7 @@
 """Task records and verifiers.
 
-Records are dicts (a JSONL line each: `prompt`, optional `answer`, optional `task`). A
+Records are dicts (a JSONL line each: `prompt` or chat `messages`, optional `answer`, optional
+`task`; other formats are read by `data_sources`). A
 `DataStream` deals them out in batches, reshuffled every epoch from the run's seed, and its
 position (epoch, index) is part of every checkpoint so a resumed run sees the same batches.
 Verifiers turn a completion and the record's answer into an outcome in [0, 1].
@@ -36,13 +37,26 @@ def read_jsonl(path: str, required: tuple = ("prompt",), field_prefix: str = "da
                 raise UserError(f"{field_prefix}: {path} line {lineno} is not valid JSON ({e.msg})") from e
             if not isinstance(rec, dict):
                 raise UserError(f"{field_prefix}: {path} line {lineno} must be a JSON object")
-            for key in required:
-                if key not in rec:
-                    raise UserError(f"{field_prefix}: {path} line {lineno} has no {key!r} field")
+            check_fields(rec, required, field_prefix, f"{path} line {lineno}")
             records.append(rec)
     if not records:
         raise UserError(f"{field_prefix}: {path} holds no records")
     return records
+
+
+def check_fields(rec: Dict[str, Any], required: tuple, field_prefix: str, where: str) -> None:
+    """Each entry of `required` is a key the record must have, or a tuple of keys of which it has exactly one."""
+    for key in required:
+        if isinstance(key, str):
+            if key not in rec:
+                raise UserError(f"{field_prefix}: {where} has no {key!r} field")
+            continue
+        present = [k for k in key if k in rec]
+        if not present:
+            others = " or ".join(repr(k) for k in key[1:])
+            raise UserError(f"{field_prefix}: {where} has no {key[0]!r} field (nor {others})")
+        if len(present) > 1:
+            raise UserError(f"{field_prefix}: {where} has both {' and '.join(map(repr, present))}; give exactly one")
 
 
 def write_jsonl(path: Path, records: List[Dict[str, Any]]) -> None:

@@ -4,14 +4,14 @@
 processors, stopping criteria, cache bookkeeping) and, for large vocabularies, in
 `torch.multinomial`, which is slow on CPU. `sample` does the same work — left-padded prompts,
 positions from the attention mask, temperature → top-k → top-p as HF's warpers apply them, EOS
-followed by padding, early stop once every sequence has ended — in a plain loop, and draws tokens
+(one id or several) followed by padding, early stop once every sequence has ended — in a plain loop, and draws tokens
 by inverse CDF (`draw`). Greedy decoding returns exactly `generate`'s tokens (tested).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -28,13 +28,24 @@ class Sampling:
     top_p: float = 1.0
     top_k: int = 0
     greedy: bool = False
+    stop: Tuple[str, ...] = ()  # strings that end a completion (`rollout.stop`; applied by the domain)
 
 
-def completion_mask(generated: Tensor, eos_id: Optional[int]) -> Tensor:
-    """1 on generated tokens up to and including the first EOS, 0 after it."""
-    if eos_id is None:
+EosIds = Union[None, int, Sequence[int]]
+
+
+def _eos_tensor(eos_id: EosIds, device) -> Optional[Tensor]:
+    """The end-of-sequence ids (one id or several: chat models end a turn on their own token) as a tensor."""
+    ids = [] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id)
+    return torch.tensor(ids, device=device, dtype=torch.long) if ids else None
+
+
+def completion_mask(generated: Tensor, eos_id: EosIds) -> Tensor:
+    """1 on generated tokens up to and including the first EOS (any of the ids), 0 after it."""
+    eos = _eos_tensor(eos_id, generated.device)
+    if eos is None:
         return torch.ones_like(generated)
-    is_eos = (generated == eos_id).long()
+    is_eos = torch.isin(generated, eos).long()
     before_or_at_first = (is_eos.cumsum(-1) - is_eos) == 0
     return before_or_at_first.long()
 
@@ -81,14 +92,16 @@ def sample(
     input_ids: Tensor,
     attention_mask: Tensor,
     max_new_tokens: int,
-    eos_id: Optional[int],
+    eos_id: EosIds,
     pad_id: int,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
     greedy: bool = False,
+    stopped: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> Tensor:
-    """Prompt + completion ids `[B, P + new]`; completions end at EOS and are padded after it."""
+    """Prompt + completion ids `[B, P + new]`; completions end at EOS (any of `eos_id`'s ids) and are padded after it."""
+    eos = _eos_tensor(eos_id, input_ids.device)
     cache = DynamicCache(config=lm.config)
     mask = attention_mask.long()
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
@@ -103,8 +116,10 @@ def sample(
             token = draw(filter_logits(logits.float() / temperature, top_k, top_p))
         token = token.masked_fill(done, pad_id)
         out.append(token[:, None])
-        if eos_id is not None:
-            done |= token == eos_id
+        if eos is not None:
+            done |= torch.isin(token, eos)
+        if stopped is not None:  # e.g. a stop string completed: generated ids so far -> [B] bool
+            done |= stopped(torch.cat(out[1:], 1))
         if bool(done.all()) or i == max_new_tokens - 1:
             break
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)

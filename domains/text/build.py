@@ -5,16 +5,17 @@ from __future__ import annotations
 from accelerate import Accelerator
 from omegaconf import DictConfig
 
-from unified_opd.data import read_jsonl
+from unified_opd.data_sources import is_hub_dataset
 from unified_opd.domain import Components
 from unified_opd.domains.lm import Sampling, load_causal_lm, max_context
 from unified_opd.teacher_kinds import build_reference, build_teacher
-from unified_opd.zoo import check_local_paths, resolve
+from unified_opd.zoo import check_local_paths
 
 from .config import check
 from .evaluate import make_evaluator
 from .generation import check_prompts_fit
 from .policy import TextPolicy
+from .records import load_split
 from .teachers import teacher_context
 from .views import view_builder
 
@@ -23,8 +24,8 @@ def _check_paths(cfg: DictConfig) -> None:
     t = cfg.teacher
     check_local_paths(
         {
-            "data.path": cfg.data.path,
-            "data.eval_path": cfg.data.eval_path,
+            # a Hub dataset name is not a local path; `data_sources` checks it can be fetched
+            **{f"data.{k}": cfg.data[k] for k in ("path", "eval_path") if not is_hub_dataset(str(cfg.data[k]))},
             "student.path": cfg.student.path,
             "teacher.path": t.path,
             "teacher.reference": None if t.reference == "student" else t.reference,
@@ -39,12 +40,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     check(cfg)
     _check_paths(cfg)
     view = view_builder(cfg.teacher.view)
-    records = read_jsonl(resolve(cfg.data.path, "data.path"), (cfg.data.prompt_field,))
-    eval_records = (
-        read_jsonl(resolve(cfg.data.eval_path, "data.eval_path"), (cfg.data.prompt_field,), "data.eval_path")
-        if cfg.data.eval_path
-        else records
-    )
+    records = load_split(cfg.data)
+    eval_records = load_split(cfg.data, "eval_path") if cfg.data.eval_path else records
     lm, tok = load_causal_lm(cfg.student.path, cfg.student.dtype, cfg.student.trust_remote_code, "student")
     check_prompts_fit(tok, records, cfg.data, max_context(lm), "data.path")
     if cfg.data.eval_path:
@@ -52,7 +49,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     device = accelerator.device
     r = cfg.rollout
     sampling = Sampling(
-        num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k
+        num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+        stop=tuple(r.stop),
     )
     policy = TextPolicy(lm.to(device), tok, cfg.data, sampling, cfg.student.lazy_logits, view)
     teachers = teacher_context(cfg, policy, device)

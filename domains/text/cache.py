@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from unified_opd.cache import CACHE_WRITERS, check_fingerprints, digest_files, digest_json, load_shards, read_manifest, write_cache
-from unified_opd.data import read_jsonl
+from unified_opd.data_sources import is_hub_dataset
 from unified_opd.distributions import Categorical
 from unified_opd.errors import ConfigError
 from unified_opd.interfaces import Teacher
@@ -29,6 +29,7 @@ from unified_opd.domains.lm import LMTeacher
 from unified_opd.domains.lm import Sampling, check_same_vocabulary, load_causal_lm
 
 from .generation import encode_prompts, format_prompts, generate_rollout
+from .records import load_split
 
 FIELD = "teacher.cache.dir"
 
@@ -40,6 +41,14 @@ def _model_files(path: str) -> List[Path]:
     return files
 
 
+def data_digest(data_cfg) -> str:
+    """SHA-256 of `data.path`: a file's bytes, every file of a directory, or a Hub dataset's name, config and split."""
+    if is_hub_dataset(data_cfg.path):
+        return digest_json({"hub": data_cfg.path, "name": data_cfg.name, "split": data_cfg.split})
+    local = Path(resolve(data_cfg.path, "data.path"))
+    return digest_files(sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else [local])
+
+
 def fingerprints(cfg, tokenizer) -> Dict[str, str]:
     """SHA-256 of the teacher's weights, the tokenizer's vocabulary, and the data plus every
     option that changes the cached rollouts (and the student's weights when it samples them).
@@ -47,13 +56,15 @@ def fingerprints(cfg, tokenizer) -> Dict[str, str]:
     c, r = cfg.teacher.cache, cfg.rollout
     teacher_dir = resolve(_require(cfg.teacher.path, "teacher.path"), "teacher.path")
     data = {
-        "file": digest_files([Path(resolve(cfg.data.path, "data.path"))]),
+        "file": data_digest(cfg.data),
         "prompts": c.prompts,
         "rollouts": c.rollouts,
         "top_k": c.top_k,
         "sampling": [r.num_samples, r.max_new_tokens, r.temperature, r.top_p, r.top_k],
         "format": [cfg.data.prompt_field, cfg.data.answer_field, cfg.data.chat_template, cfg.data.system_prompt],
     }
+    if r.stop:  # only when set, so caches written before `rollout.stop` existed keep their fingerprint
+        data["stop"] = list(r.stop)
     if c.rollouts == "student":
         data["student"] = digest_files(_model_files(resolve(cfg.student.path, "student.path")))
     return {
@@ -95,9 +106,9 @@ def write_teacher_cache(cfg) -> Path:
     check_same_vocabulary(tok, t_tok, s_lm, t_lm)
     teacher = LMTeacher(t_lm, lazy=False)
     gen_lm = t_lm if c.rollouts == "teacher" else s_lm
-    records = read_jsonl(resolve(cfg.data.path, "data.path"), (cfg.data.prompt_field,))[: c.prompts]
+    records = load_split(cfg.data)[: c.prompts]
     r = cfg.rollout
-    sampling = Sampling(num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
+    sampling = Sampling(num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, stop=tuple(r.stop))
     P = encode_prompts(tok, format_prompts(tok, records, cfg.data), 0)["input_ids"].shape[1]
     M = r.max_new_tokens
 
@@ -184,7 +195,7 @@ def _cache(ctx: TeacherContext) -> BuiltTeacher:
     manifest = read_manifest(directory, FIELD)
     check_fingerprints(manifest, fingerprints(cfg, ctx.policy.tokenizer), FIELD)
     tensors = load_shards(directory, manifest)
-    records = read_jsonl(resolve(cfg.data.path, "data.path"), (cfg.data.prompt_field,))
+    records = load_split(cfg.data)
     by_prompt: Dict[int, List[int]] = {}
     for row, i in enumerate(tensors["record_index"].tolist()):
         by_prompt.setdefault(i, []).append(row)

@@ -10,7 +10,7 @@ from omegaconf import MISSING
 
 from unified_opd.config import RunConfig
 from unified_opd.data import VERIFIERS
-from unified_opd.domains.lm import check_chat_template, check_sampling
+from unified_opd.domains.lm import check_chat_template, check_sampling, check_stop_strings
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_kinds import check_teacher
 
@@ -49,9 +49,15 @@ class TeacherConfig(CoreTeacherConfig):
 
 @dataclass
 class DataConfig:
-    path: str = MISSING  # JSONL with a `prompt` field (and optional `answer`, `task`)
-    eval_path: Optional[str] = None  # held-out JSONL for evaluation (defaults to data.path)
+    # records with a `prompt` string or chat `messages` (and optional `answer`, `task`): a JSONL,
+    # JSON, parquet or CSV file, a Dataset.save_to_disk directory, or a Hub dataset name (owner/name)
+    path: str = MISSING
+    eval_path: Optional[str] = None  # held-out records for evaluation, same forms (defaults to data.path)
+    split: str = "train"  # the split of data.path read from a save_to_disk DatasetDict or a Hub dataset
+    eval_split: str = "test"  # the same for data.eval_path
+    name: Optional[str] = None  # a Hub dataset's config name (e.g. main for openai/gsm8k)
     prompt_field: str = "prompt"
+    messages_field: str = "messages"  # a list of {role, content} turns, rendered with the chat template
     answer_field: str = "answer"
     verifier: str = "exact_match"  # exact_match | numeric
     chat_template: str = "auto"  # auto (use the tokenizer's if it has one) | always | never
@@ -66,6 +72,7 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
+    stop: List[str] = field(default_factory=list)  # strings that end a completion (cut after, rest masked)
 
 
 @dataclass
@@ -92,4 +99,5 @@ def check(cfg) -> None:
     check_sampling(cfg.rollout)
     TEACHER_VIEWS.get(cfg.teacher.view, "teacher.view")
     check_chat_template(cfg.data.chat_template, "data.chat_template")
+    check_stop_strings(cfg.rollout.stop)
     check_teacher(cfg.teacher, TextTeacherSource)

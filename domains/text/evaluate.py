@@ -21,7 +21,7 @@ def make_evaluator(
     """Returns evaluate(policy, step). KL is measured against `teacher` (any kind, skipped when
     None); the teacher's accuracy, from greedy generation with `teacher_lm`, on the first call only."""
     records = records[: cfg.eval.size]
-    greedy = Sampling(num_samples=1, max_new_tokens=cfg.rollout.max_new_tokens, greedy=True)
+    greedy = Sampling(num_samples=1, max_new_tokens=cfg.rollout.max_new_tokens, greedy=True, stop=tuple(cfg.rollout.stop))
     reverse_kl = divergence("reverse_kl")
     cache: Dict[str, float] = {}
 

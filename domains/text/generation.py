@@ -13,27 +13,57 @@ import torch
 from torch import nn
 
 from unified_opd.data import verify
-from unified_opd.domains.lm import Sampling, completion_mask, max_context, sample, uses_chat_template
+from unified_opd.domains.lm import (
+    Sampling, completion_mask, cut_text, max_context, sample, stop_ids, stop_string_check, stop_string_mask,
+    uses_chat_template,
+)
 from unified_opd.errors import UserError
 from unified_opd.rollout import Rollout
 
 
 def format_prompts(tok, records: Sequence[Dict[str, Any]], data_cfg) -> List[str]:
-    """Apply the chat template when the tokenizer has one (data.chat_template=auto) or always."""
+    """Each record's prompt text: a `prompt` string through the chat template when the tokenizer
+    has one (data.chat_template=auto) or always; chat `messages` always through the template,
+    with the completion generated after the last turn."""
     use_template = uses_chat_template(tok, data_cfg.chat_template, "data.chat_template")
     field, system = data_cfg.prompt_field, data_cfg.system_prompt  # one config lookup, not one per record
+    messages_field = data_cfg.messages_field
     prompts = []
     for i, r in enumerate(records):
-        text = r.get(field)
-        if not isinstance(text, str):
-            raise UserError(f"data.prompt_field: record {i} has no string field {field!r}")
-        if use_template:
-            msgs = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": text}
-            ]
-            text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        prompts.append(text)
+        if messages_field in r and field not in r:
+            msgs = chat_turns(r[messages_field], i, messages_field)
+            if not use_template:
+                raise UserError(
+                    f"data.{messages_field}: record {i} is a chat record, which needs the student tokenizer's "
+                    f"chat template (it has none, or data.chat_template is 'never')"
+                )
+        else:
+            text = r.get(field)
+            if not isinstance(text, str):
+                raise UserError(f"data.prompt_field: record {i} has no string field {field!r}")
+            if not use_template:
+                prompts.append(text)
+                continue
+            msgs = [{"role": "user", "content": text}]
+        if system and msgs[0]["role"] != "system":
+            msgs = [{"role": "system", "content": system}] + msgs
+        prompts.append(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
     return prompts
+
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def chat_turns(messages: Any, i: int, field: str) -> List[Dict[str, str]]:
+    """`messages` checked: a non-empty list of {role, content} with a known role and string content."""
+    if not isinstance(messages, list) or not messages:
+        raise UserError(f"data.{field}: record {i}'s {field!r} must be a non-empty list of {{role, content}} turns")
+    for j, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in CHAT_ROLES or not isinstance(m.get("content"), str):
+            raise UserError(
+                f"data.{field}: record {i} turn {j} must be {{role: system|user|assistant, content: string}}, got {m!r}"
+            )
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def encode_prompts(tok, prompts: List[str], max_context: int, field: str = "data.path") -> Dict[str, torch.Tensor]:
@@ -67,23 +97,26 @@ def generate_rollout(
     prompt_len = enc["input_ids"].shape[1]
     max_new = sampling.max_new_tokens if not ctx else min(sampling.max_new_tokens, ctx - prompt_len)
     n = sampling.num_samples
+    eos = stop_ids(tok, lm)
     seq = sample(
         lm,
         enc["input_ids"].repeat_interleave(n, 0),
         enc["attention_mask"].repeat_interleave(n, 0),
         max_new,
-        tok.eos_token_id,
+        eos,
         tok.pad_token_id,
         temperature=sampling.temperature,
         top_k=sampling.top_k,
         top_p=sampling.top_p,
         greedy=sampling.greedy,
+        stopped=stop_string_check(tok, sampling.stop),
     )
     gen = seq[:, prompt_len:]
-    gen_mask = completion_mask(gen, tok.eos_token_id)
+    gen_mask = stop_string_mask(tok, gen, completion_mask(gen, eos), sampling.stop)
     attn = torch.cat([enc["attention_mask"].repeat_interleave(n, 0), gen_mask], 1)
     loss_mask = torch.cat([torch.zeros(seq.shape[0], prompt_len - 1, dtype=torch.long, device=device), gen_mask], 1)
     completions = tok.batch_decode(gen * gen_mask + tok.pad_token_id * (1 - gen_mask), skip_special_tokens=True)
+    completions = [cut_text(c, sampling.stop) for c in completions]
     answer_field = data_cfg.answer_field
     answers = [r.get(answer_field) for r in records for _ in range(n)]
     scores = verify(data_cfg.verifier, completions, answers)

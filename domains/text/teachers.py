@@ -8,6 +8,7 @@ registered by `cache.py`.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, Sequence, Tuple
 
 import torch
@@ -27,7 +28,8 @@ class TextTeacherSource(LMTeacherSource):
     domain = "text"
 
     def record_key(self, record: Dict[str, Any]) -> str:
-        return record[self.cfg.data.prompt_field]
+        data = self.cfg.data
+        return record[data.prompt_field] if data.prompt_field in record else json.dumps(record[data.messages_field])
 
     def score_members(self, members: Sequence[LMTeacher], records: Sequence[Dict[str, Any]]) -> Tuple[Tensor, Tensor]:
         """best_of's scores: each member's greedy answer verified (`select: verifier`; zeros for
@@ -39,7 +41,7 @@ class TextTeacherSource(LMTeacherSource):
         lik = torch.stack([answer_log_likelihood(m, tok, records, data) for m in members], -1)
         if self.cfg.teacher.select != "verifier":
             return torch.zeros_like(lik), lik
-        greedy = Sampling(num_samples=1, max_new_tokens=self.cfg.rollout.max_new_tokens, greedy=True)
+        greedy = Sampling(num_samples=1, max_new_tokens=self.cfg.rollout.max_new_tokens, greedy=True, stop=tuple(self.cfg.rollout.stop))
         outcomes = [generate_rollout(m.module.lm, tok, records, data, greedy).outcome.float() for m in members]
         return torch.stack(outcomes, -1).to(lik.device), lik
 
