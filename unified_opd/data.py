@@ -134,6 +134,14 @@ def numeric(completion: str, answer: Any) -> float:
         return 0.0
 
 
+@VERIFIERS.register("math")
+def math_value(completion: str, answer: Any) -> float:
+    """1 if the completion's final answer equals the answer as a value (`math_answers`: boxed, fractions, units)."""
+    from .math_answers import math_equal
+
+    return float(math_equal(completion, answer))
+
+
 def verify(name: str, completions: List[str], answers: List[Optional[Any]]) -> List[Optional[float]]:
     fn = VERIFIERS.get(name)
     return [None if a is None else fn(c, a) for c, a in zip(completions, answers)]

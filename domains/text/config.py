@@ -10,6 +10,7 @@ from omegaconf import MISSING
 
 from unified_opd.config import RunConfig
 from unified_opd.data import VERIFIERS
+from unified_opd.math_answers import check_available as check_math_available
 from unified_opd.domains.lm import check_chat_template, check_sampling, check_stop_strings
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_kinds import check_teacher
@@ -59,7 +60,7 @@ class DataConfig:
     prompt_field: str = "prompt"
     messages_field: str = "messages"  # a list of {role, content} turns, rendered with the chat template
     answer_field: str = "answer"
-    verifier: str = "exact_match"  # exact_match | numeric
+    verifier: str = "exact_match"  # exact_match | numeric | math (needs the extra `math`: math-verify)
     chat_template: str = "auto"  # auto (use the tokenizer's if it has one) | always | never
     system_prompt: Optional[str] = None  # prepended as a system message when a chat template is used
 
@@ -96,6 +97,8 @@ class TextRunConfig(RunConfig):
 def check(cfg) -> None:
     """Value errors of a text run, as ConfigErrors naming the field; loads nothing."""
     VERIFIERS.get(cfg.data.verifier, "data.verifier")
+    if cfg.data.verifier == "math":
+        check_math_available("data.verifier")
     check_sampling(cfg.rollout)
     TEACHER_VIEWS.get(cfg.teacher.view, "teacher.view")
     check_chat_template(cfg.data.chat_template, "data.chat_template")
