@@ -10,26 +10,23 @@ the other formats go through `datasets`.
 from __future__ import annotations
 
 import json
-import re
-import socket
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
-from urllib.parse import urlparse
 
 from .data import check_fields, read_jsonl
 from .errors import UserError
+from .hub import HUB_ID, hub_unreachable
 
 Required = Sequence[Union[str, tuple]]
 # file suffix -> the `datasets` builder that reads it
 BUILDERS = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv"}
 DATA_SUFFIXES = (".jsonl", ".json", ".arrow", ".txt", *BUILDERS)
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def is_hub_dataset(path: str) -> bool:
     """`owner/name` that is not a local path or a data file name (a missing `data/train.jsonl` stays "path not found")."""
     p = str(path)
-    return bool(_HUB_ID.match(p)) and not Path(p).exists() and not p.lower().endswith(DATA_SUFFIXES)
+    return bool(HUB_ID.match(p)) and not Path(p).exists() and not p.lower().endswith(DATA_SUFFIXES)
 
 
 def read_records(
@@ -109,18 +106,6 @@ def _load_disk(p: Path, split: str, field: str):
     return ds
 
 
-def _hub_unreachable() -> bool:
-    """A 3 s probe, so an offline machine fails at once instead of after `datasets`' ~25 s of retries."""
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-        return False
-    except OSError:
-        return True
-
-
 def _load_hub(repo: str, name: Optional[str], split: str, field: str):
     from huggingface_hub import constants
 
@@ -131,7 +116,7 @@ def _load_hub(repo: str, name: Optional[str], split: str, field: str):
         f"{field}=DIR or a parquet/JSONL file; with a copy in the Hugging Face cache, set HF_DATASETS_OFFLINE=1"
     )
     offline = constants.HF_HUB_OFFLINE or datasets.config.HF_DATASETS_OFFLINE
-    if not offline and _hub_unreachable():
+    if not offline and hub_unreachable():
         raise UserError(f"{field}: Hub dataset {repo!r} cannot be fetched: the Hub is unreachable; {how}")
     try:
         return datasets.load_dataset(repo, name, split=split)

@@ -12,12 +12,13 @@ import importlib
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from rich.console import Console
 
 from .domain import BUILTIN_DOMAINS
 from .errors import UserError
+from .hub import check_hub_model, looks_like_hub_id
 from .registry import Registry
 
 ZOO = Registry("zoo entry", "zoo")
@@ -123,10 +124,15 @@ def resolve(path: str, field: str) -> str:
     return path
 
 
-def check_local_paths(paths: dict) -> None:
+def check_local_paths(paths: dict, models: Optional[dict] = None) -> None:
     """Fail fast on a missing local path before any (slow) zoo build starts.
 
-    `paths` maps dotted config fields to values; `None` and `zoo:` values are skipped."""
+    `paths` maps dotted config fields to values; `None` and `zoo:` values are skipped. `models`
+    maps the model fields that may also name a Hub model (`owner/name`) to their revision; such a
+    value must be fetchable or in the Hugging Face cache (`hub.check_hub_model`, a 3 s probe)."""
+    models = models or {}
     for field, path in paths.items():
-        if path and not str(path).startswith(PREFIX) and not Path(path).exists():
+        if field in models and path and looks_like_hub_id(path):
+            check_hub_model(str(path), models[field], field)
+        elif path and not str(path).startswith(PREFIX) and not Path(path).exists():
             raise UserError(f"{field}: path not found: {path}")

@@ -4,22 +4,28 @@ can be compared token by token."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from unified_opd.errors import UserError
+from unified_opd.hub import check_hub_model, looks_like_hub_id
 from unified_opd.zoo import resolve
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def model_dir(path: str, dtype: str, field: str) -> str:
-    """The local directory of `path` (a directory or `zoo:` name), with `dtype` checked; errors name `field`."""
-    local = resolve(path, f"{field}.path")
-    if not Path(local).is_dir():
-        raise UserError(f"{field}.path: expected a model directory, got {path}")
+def model_dir(path: str, dtype: str, field: str, revision: Optional[str] = None) -> str:
+    """What `from_pretrained` loads for `path`: the local directory of a directory or `zoo:` name, or
+    a Hub model id as is (fetched through the Hugging Face cache at `revision`); errors name `field`."""
+    if looks_like_hub_id(path):
+        check_hub_model(path, revision, f"{field}.path")
+        local = path
+    else:
+        local = resolve(path, f"{field}.path")
+        if not Path(local).is_dir():
+            raise UserError(f"{field}.path: expected a model directory, got {path}")
     if dtype not in DTYPES:
         raise UserError(f"{field}.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
     return local
@@ -47,12 +53,13 @@ def prepare_tokenizer(tok: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
 
 
 def load_causal_lm(
-    path: str, dtype: str, trust_remote_code: bool, field: str
+    path: str, dtype: str, trust_remote_code: bool, field: str, revision: Optional[str] = None
 ) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load model + tokenizer from a directory (or `zoo:` name); errors name `field`."""
-    local = model_dir(path, dtype, field)
-    tok = load_pretrained(AutoTokenizer, local, field, "a causal LM", trust_remote_code=trust_remote_code)
-    model = load_pretrained(AutoModelForCausalLM, local, field, "a causal LM", **weights_options(dtype, trust_remote_code))
+    """Load model + tokenizer from a directory, `zoo:` name or Hub id (at `revision`); errors name `field`."""
+    local = model_dir(path, dtype, field, revision)
+    tok = load_pretrained(AutoTokenizer, local, field, "a causal LM", trust_remote_code=trust_remote_code, revision=revision)
+    options = weights_options(dtype, trust_remote_code)
+    model = load_pretrained(AutoModelForCausalLM, local, field, "a causal LM", revision=revision, **options)
     if not any(p.is_floating_point() for p in model.parameters()):
         raise UserError(f"{field}.dtype: the model has no floating-point parameters to distil")
     return model, prepare_tokenizer(tok)

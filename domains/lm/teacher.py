@@ -10,6 +10,8 @@ shares the student's vocabulary). `LMTeacherSource` is how the core's teacher ki
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from unified_opd.distributions import Categorical
@@ -46,10 +48,13 @@ class LMTeacher(ViewScorer):
 
 
 
-def load_lm_teacher(path: str, dtype: str, trust_remote_code: bool, field: str, tokenizer, student_lm, device, lazy: bool = True) -> LMTeacher:
+def load_lm_teacher(
+    path: str, dtype: str, trust_remote_code: bool, field: str, tokenizer, student_lm, device, lazy: bool = True,
+    revision: Optional[str] = None,
+) -> LMTeacher:
     """The causal LM at `path` as a frozen teacher on `device`, after checking it scores the
     student's token ids (`tokenizer`, `student_lm`); errors name `field`."""
-    lm, tok = load_causal_lm(path, dtype, trust_remote_code, field)
+    lm, tok = load_causal_lm(path, dtype, trust_remote_code, field, revision)
     check_same_vocabulary(tokenizer, tok, student_lm, lm, field)
     return LMTeacher(lm.to(device), lazy)
 
@@ -66,7 +71,11 @@ class LMTeacherSource:
 
     def load(self, path: str, field: str) -> LMTeacher:
         t, p = self.cfg.teacher, self.policy
-        return load_lm_teacher(path, t.dtype, t.trust_remote_code, field, p.preprocessor, p.lm, self.device, self.cfg.student.lazy_logits)
+        # `teacher.revision` pins `teacher.path` only; other teacher models load at their default revision
+        revision = getattr(t, "revision", None) if field == "teacher" else None
+        return load_lm_teacher(
+            path, t.dtype, t.trust_remote_code, field, p.preprocessor, p.lm, self.device, self.cfg.student.lazy_logits, revision
+        )
 
     def view_of(self, module: HiddenStates, field: str) -> Teacher:
         return lm_teacher_view(module)

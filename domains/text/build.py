@@ -32,7 +32,8 @@ def _check_paths(cfg: DictConfig) -> None:
             "teacher.cache.dir": t.cache.dir if t.kind == "cache" else None,
             **{f"teacher.experts.{k}": v for k, v in t.experts.items()},
             **{f"teacher.members[{i}]": v for i, v in enumerate(t.members)},
-        }
+        },
+        models={"student.path": cfg.student.revision, "teacher.path": t.revision},
     )
 
 
@@ -42,7 +43,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     view = view_builder(cfg.teacher.view)
     records = load_split(cfg.data)
     eval_records = load_split(cfg.data, "eval_path") if cfg.data.eval_path else records
-    lm, tok = load_causal_lm(cfg.student.path, cfg.student.dtype, cfg.student.trust_remote_code, "student")
+    s = cfg.student
+    lm, tok = load_causal_lm(s.path, s.dtype, s.trust_remote_code, "student", s.revision)
     check_prompts_fit(tok, records, cfg.data, max_context(lm), "data.path")
     if cfg.data.eval_path:
         check_prompts_fit(tok, eval_records, cfg.data, max_context(lm), "data.eval_path")

@@ -101,8 +101,9 @@ def write_teacher_cache(cfg) -> Path:
     if c.top_k < 1 or c.prompts < 1 or c.batch_size < 1:
         raise ConfigError("teacher.cache: top_k, prompts and batch_size must be positive")
     torch.manual_seed(cfg.trainer.seed)
-    s_lm, tok = load_causal_lm(cfg.student.path, cfg.student.dtype, cfg.student.trust_remote_code, "student")
-    t_lm, t_tok = load_causal_lm(_require(cfg.teacher.path, "teacher.path"), cfg.teacher.dtype, cfg.teacher.trust_remote_code, "teacher")
+    s, t = cfg.student, cfg.teacher
+    s_lm, tok = load_causal_lm(s.path, s.dtype, s.trust_remote_code, "student", s.revision)
+    t_lm, t_tok = load_causal_lm(_require(t.path, "teacher.path"), t.dtype, t.trust_remote_code, "teacher", t.revision)
     check_same_vocabulary(tok, t_tok, s_lm, t_lm)
     teacher = LMTeacher(t_lm, lazy=False)
     gen_lm = t_lm if c.rollouts == "teacher" else s_lm

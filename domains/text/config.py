@@ -21,7 +21,8 @@ from .views import TEACHER_VIEWS
 
 @dataclass
 class StudentConfig:
-    path: str = MISSING  # a model directory (AutoModelForCausalLM + AutoTokenizer) or zoo:NAME/sub
+    path: str = MISSING  # a model directory (AutoModelForCausalLM + AutoTokenizer), zoo:NAME/sub, or a Hub id owner/name
+    revision: Optional[str] = None  # a Hub id's branch, tag or commit (default: main)
     dtype: str = "float32"  # float32 | bfloat16 | float16
     trust_remote_code: bool = False  # only for model repos you trust; off by default
     lazy_logits: bool = True  # project hidden states to the vocabulary in chunks (no N x V logits)
@@ -42,6 +43,7 @@ class CacheConfig:
 class TeacherConfig(CoreTeacherConfig):
     """The core teacher shape (kind, path, reference, ema, experts, members, weights, ...) plus the LM's own."""
 
+    revision: Optional[str] = None  # teacher.path as a Hub id: its branch, tag or commit (default: main)
     dtype: str = "float32"
     trust_remote_code: bool = False
     view: str = "same"  # what the teacher reads (registry domains/text/views.py): same | answer_hint
