@@ -193,6 +193,8 @@ CASES = [
     ("missing model dir", text(**{"student.path": "/nonexistent/student"}), "student.path: path not found"),
     ("missing teacher dir", text(**{"teacher.path": "/nonexistent/teacher"}), "teacher.path: path not found"),
     ("missing data file", text(**{"data.path": "/nonexistent/train.jsonl"}), "data.path: path not found"),
+    ("Hub model offline", text(**{"student.path": "Qwen/Qwen3-0.6B"}), "student.path: Hub model 'Qwen/Qwen3-0.6B'"),
+    ("Hub teacher offline", text(**{"teacher.path": "Qwen/Qwen3-0.6B", "teacher.revision": "main"}), "teacher.path: Hub model 'Qwen/Qwen3-0.6B' at revision 'main'"),
     ("unknown zoo entry", text(**{"teacher.path": "zoo:arithmetic/teacher"}), "did you mean 'arith'"),
     ("directory without a model", text(**{"student.path": "@not_a_model"}), "student.path: cannot load"),
     ("resume path not a checkpoint", text(**{"trainer.resume": "/nonexistent/ckpt"}), "trainer.resume"),
