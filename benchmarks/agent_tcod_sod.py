@@ -60,7 +60,6 @@ def train_once(env: str, weights: str, seed: int, steps: int, episodes: int, out
         f"trainer.output_dir={out}",
         "trainer.resume=auto",
         "trainer.save_every=0",
-        "trainer.tensorboard=false",
         f"eval.episodes={episodes}",
         "eval.teacher=false",
         "eval.kl=false",

@@ -58,7 +58,7 @@ def main() -> None:
     rows = []
     for lam in args.lams:
         over = [f"objective.lam={lam}", f"trainer.max_steps={args.steps}", "trainer.save_every=0", "trainer.max_time_minutes=0",
-                f"trainer.output_dir={args.out}/lam_{lam}", "trainer.resume=never", "eval.size=50", "trainer.tensorboard=false"]
+                f"trainer.output_dir={args.out}/lam_{lam}", "trainer.resume=never", "eval.size=50"]
         tr = Trainer(load_config("configs/text/exopd_arith.yaml", over, schema_for))
         tr.train()
         tr.policy.module.eval()

@@ -61,7 +61,6 @@ def overrides(args, case: str, run_dir: Path) -> list:
         "trainer.lr_schedule=constant",
         "trainer.max_time_minutes=0",
         "trainer.save_every=0",
-        "trainer.tensorboard=false",
         "trainer.seed=0",
         f"trainer.output_dir={run_dir}",
         f"eval.size={args.eval_size}",

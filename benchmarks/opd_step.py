@@ -150,7 +150,7 @@ rollout: {{batch_size: {reg.prompts}, num_samples: 1, max_new_tokens: {reg.new_t
 divergence: {{name: reverse_kl}}
 objective: {{estimator: {estimator}}}
 trainer: {{max_steps: {reg.steps}, lr: {LR}, lr_schedule: constant, grad_clip: 1.0, weight_decay: 0.0, seed: 0,
-  output_dir: {out}/run_uopd_{estimator}, save_every: 0, resume: never, tensorboard: false, cpu: true, profile: true}}
+  output_dir: {out}/run_uopd_{estimator}, save_every: 0, resume: never, cpu: true, profile: true}}
 eval: {{size: 4, batch_size: 4, teacher: false, kl: false}}
 """
     path = out / f"uopd_{estimator}.yaml"

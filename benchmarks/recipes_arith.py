@@ -55,7 +55,6 @@ def budget(args) -> list:
         f"rollout.num_samples={args.samples}",
         "trainer.max_time_minutes=0",
         "trainer.save_every=0",
-        "trainer.tensorboard=false",
         f"trainer.eval_every={args.eval_every}",
         f"eval.size={args.eval_size}",
         "eval.batch_size=250",

@@ -64,7 +64,6 @@ def text_overrides(root: Path, out: Path, **extra) -> list:
         "trainer.lr": 3e-3,
         "trainer.output_dir": out,
         "trainer.save_every": 3,
-        "trainer.tensorboard": False,
         "eval.size": 32,
         "eval.batch_size": 32,
     }

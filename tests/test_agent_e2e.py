@@ -52,7 +52,6 @@ def _overrides(root, out, **extra):
         "trainer.lr": 1e-2,
         "trainer.output_dir": out,
         "trainer.save_every": 0,
-        "trainer.tensorboard": False,
         "eval.episodes": 6,
         "eval.batch_size": 6,
         "eval.teacher": False,

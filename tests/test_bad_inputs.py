@@ -8,9 +8,13 @@ so "nothing changed" also covers the resume that `trainer.resume=auto` would sta
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import json
 import pickle
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List
@@ -189,6 +193,15 @@ CASES = [
     ("zero batch size", text(**{"rollout.batch_size": 0}), "rollout.batch_size"),
     ("negative temperature", text(**{"rollout.temperature": -1.0}), "rollout.temperature"),
     ("bad chat template mode", text(**{"data.chat_template": "sometimes"}), "data.chat_template"),
+    ("negative learning rate", text(**{"trainer.lr": -1}), "trainer.lr: expected a number >= 0, got -1"),
+    ("zero log interval", text(**{"trainer.log_every": 0}), "trainer.log_every: expected an integer >= 1"),
+    ("betas out of range", text("trainer.betas=[0.9,1.5]"), "trainer.betas: expected two numbers in [0, 1)"),
+    ("unknown mixed precision", text(**{"trainer.mixed_precision": "fp4"}), "trainer.mixed_precision: expected one of"),
+    ("unknown tracker", text("trainer.report_to=[tensorbord]"), "trainer.report_to[0]: unknown tracker 'tensorbord'"),
+    ("replaced tensorboard switch", text(**{"trainer.tensorboard": False}), "trainer.tensorboard was replaced by trainer.report_to"),
+    ("push to the Hub offline", text(**{"trainer.push_to_hub": True}), "trainer.push_to_hub: "),
+    ("bad Hub repository id", text(**{"trainer.push_to_hub": True, "trainer.hub_model_id": "a/b/c"}), "trainer.hub_model_id: expected"),
+    ("own data with the zoo's eval set", text(**{"data.eval_path": "zoo:arith/eval.jsonl"}), "data.eval_path: zoo:arith/eval.jsonl is a zoo task's held-out set"),
     # paths
     ("missing model dir", text(**{"student.path": "/nonexistent/student"}), "student.path: path not found"),
     ("missing teacher dir", text(**{"teacher.path": "/nonexistent/teacher"}), "teacher.path: path not found"),
@@ -234,7 +247,9 @@ def test_bad_input(case, tiny_text, tmp_path, finished_run, request, capsys):
     shutil.copytree(finished_run, out)
     argv = build_argv(Case(tiny_text, out, tmp_path, request))
     before = _snapshot(out)
+    started = time.perf_counter()
     code = main(argv)
+    seconds = time.perf_counter() - started
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if x.strip()]
     assert code == 2, err
@@ -243,3 +258,24 @@ def test_bad_input(case, tiny_text, tmp_path, finished_run, request, capsys):
     assert [x for x in lines if x.startswith("uopd: error: ")] == lines[-1:], err
     assert _snapshot(out) == before
     assert not (tmp_path / EXECUTED).exists()
+    # every check comes before any model load or zoo build
+    assert seconds < 10, f"{seconds:.1f} s to the error"
+
+
+def test_own_data_with_zoo_eval_set_fails_at_launch(tiny_text, tmp_path):
+    """The issue's case from a shell: the arith config with only `data.path` overridden. Before,
+    it built the arith zoo (minutes) and evaluated the user's model on arithmetic."""
+    home, out = tmp_path / "home", tmp_path / "out"
+    # what any launch pays before checking anything (interpreter, torch, transformers), measured
+    # here so a busy machine does not fail the test: the checks themselves must take < 10 s more
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import unified_opd.trainer, unified_opd.domains.text"], check=True, timeout=120)
+    imports = time.perf_counter() - started
+    cmd = [sys.executable, "-m", "unified_opd.cli", "train", TEXT_CONFIG, f"data.path={tiny_text / 'train.jsonl'}", f"trainer.output_dir={out}"]
+    started = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "UOPD_HOME": str(home)}, timeout=120)
+    seconds = time.perf_counter() - started
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("uopd: error: data.eval_path: zoo:arith/eval.jsonl"), r.stderr
+    assert seconds - imports < 10, f"{seconds:.1f} s from launch to the error ({imports:.1f} s of imports)"
+    assert not home.exists() and not out.exists()

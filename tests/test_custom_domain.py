@@ -26,7 +26,7 @@ def user_dir(tmp_path):
     (tmp_path / "reach.yaml").write_text(
         "domain: mypkg.custom_domain\n"
         "divergence: {name: kl}\n"
-        "trainer: {max_steps: 40, lr: 0.01, save_every: 10, log_every: 10, tensorboard: false}\n"
+        "trainer: {max_steps: 40, lr: 0.01, save_every: 10, log_every: 10}\n"
     )
     return tmp_path
 

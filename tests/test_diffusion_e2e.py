@@ -53,7 +53,6 @@ def overrides(models, out, *extra):
         "trainer.max_steps=40",
         "trainer.lr=3e-3",
         "trainer.save_every=0",
-        "trainer.tensorboard=false",
         f"trainer.output_dir={out}",
         *extra,
     ]

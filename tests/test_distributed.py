@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -73,3 +74,29 @@ def test_two_process_cpu_run(tiny_text, tmp_path):
             changed = True
     assert changed, "training did not change the weights"
     assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_launch_as_the_readme_says_is_one_job(tiny_text, tmp_path):
+    """The README's command on a machine without GPUs (no `trainer.cpu`): one job over two gloo
+    ranks, each metric logged once as the mean over ranks, and the same losses as one process
+    with the same global batch. Greedy rollouts (top_k=1) make both runs sample the same tokens."""
+    same = {"rollout.top_k": 1, "trainer.max_steps": 4, "trainer.save_every": 0, "eval.size": 8}
+    one, two = tmp_path / "one", tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = [sys.executable, "-m", "unified_opd.cli", "train", "configs/text/opd_arith.yaml", *text_overrides(tiny_text, one, **same)]
+    r = subprocess.run(single, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "unified_opd.cli", "train", "configs/text/opd_arith.yaml",
+        *text_overrides(tiny_text, two, **same),
+    ]
+    r = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = {name: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()] for name, d in (("one", one), ("two", two))}
+    train = {name: [m for m in ms if "loss" in m] for name, ms in lines.items()}
+    assert [m["step"] for m in train["two"]] == [1, 2, 3, 4]  # once per step, not once per rank
+    assert len(lines["two"]) == len(lines["one"])
+    for a, b in zip(train["one"], train["two"]):
+        for key in ("loss", "kl", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)

@@ -82,7 +82,7 @@ def overrides(root, out, **extra):
         "student.path": root / "student", "teacher.path": root / "teacher", "data.path": root / "chat.jsonl",
         "rollout.batch_size": 8, "rollout.num_samples": 2, "rollout.max_new_tokens": 8, "rollout.temperature": 1.0,
         "trainer.max_steps": 3, "trainer.lr": 1e-2, "trainer.output_dir": out, "trainer.save_every": 0,
-        "trainer.tensorboard": False, "eval.size": 8, "eval.batch_size": 8, "eval.teacher": False,
+        "eval.size": 8, "eval.batch_size": 8, "eval.teacher": False,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

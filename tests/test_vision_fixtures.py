@@ -71,7 +71,6 @@ def vision_overrides(root: Path, out: Path, **extra) -> list:
         "trainer.lr": 3e-3,
         "trainer.output_dir": out,
         "trainer.save_every": 0,
-        "trainer.tensorboard": False,
         "eval.size": 12,
         "eval.batch_size": 12,
         "eval.examples": 2,

@@ -77,10 +77,15 @@ class TrainerConfig:
     keep_checkpoints: int = 2  # newest complete checkpoints kept (0 = all)
     resume: str = "auto"  # auto (latest complete checkpoint if any) | never | path to a checkpoint
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
-    cpu: bool = False  # force CPU even when a GPU is present
+    cpu: bool = False  # CPU processes even when a GPU is present (a machine without GPUs always runs on CPU)
     max_nonfinite: int = 3  # consecutive non-finite losses skipped before the run stops
     profile: bool = False  # print a per-phase timing table at the end
-    tensorboard: bool = True  # also log to TensorBoard when it is installed
+    report_to: List[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow, ... (metrics.jsonl always)
+    project: str = "unified_opd"  # the trackers' project name (W&B project; the run is named after output_dir)
+    push_to_hub: bool = False  # upload final/ (model card included) to the Hugging Face Hub at the end
+    hub_model_id: str = ""  # the Hub repository for push_to_hub (default: output_dir's name under your account)
+    hub_private: bool = True  # create that repository private
+    tensorboard: Any = None  # replaced by trainer.report_to
     callbacks: List[Any] = field(default_factory=list)  # after-step hooks: names or {name: ..., options} (unified_opd.callbacks)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Dict, Sequence
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from .accelerator import make_accelerator
 from .config import load_config
 from .domain import checked_domain, schema_for
 
@@ -20,7 +20,7 @@ def run_eval(config: str, overrides: Sequence[str] = ()) -> Dict[str, float]:
     cfg = load_config(config, overrides, schema_for)
     set_seed(cfg.trainer.seed)
     domain = checked_domain(cfg)  # bad values fail here, before any model load
-    components = domain.build(cfg, Accelerator(cpu=cfg.trainer.cpu))
+    components = domain.build(cfg, make_accelerator(cfg.trainer))
     if components.evaluate is None:
         return {}
     components.policy.module.eval()

@@ -1,48 +1,74 @@
-"""Where a run's metrics go: `metrics.jsonl` (one JSON object per logged step) and TensorBoard
-when it is installed and `trainer.tensorboard` is on (only the main process writes); the phase
-timer and the progress bar."""
+"""Where a run's metrics go: `metrics.jsonl` (one JSON object per logged step) and the trackers
+of `trainer.report_to` through accelerate (TensorBoard, W&B, MLflow, ...); the phase timer and the
+progress bar.
+
+Under several processes every rank computes its own metrics on its share of the batch; each
+logged value is the mean over ranks, written once by the main process.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict, List
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+def mean_over_ranks(per_rank: List[Dict[str, float]]) -> Dict[str, float]:
+    """Each key's mean over the ranks that report it (a rank may lack a key, e.g. no outcome)."""
+    keys = sorted({k for m in per_rank for k in m})
+    return {k: sum(m[k] for m in per_rank if k in m) / sum(k in m for m in per_rank) for k in keys}
+
+
+def flat_config(cfg: DictConfig) -> Dict[str, Any]:
+    """The resolved config as `dotted.key: scalar` (what tracker hyper-parameter tables accept)."""
+    flat: Dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        elif node is None or isinstance(node, (bool, int, float, str)):
+            flat[prefix[:-1]] = node if node is not None else "null"
+        else:
+            flat[prefix[:-1]] = json.dumps(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
 class MetricsLog:
-    def __init__(self, out: Path, enabled: bool, tensorboard: bool):
-        self.out, self.enabled, self._want_tb = Path(out), enabled, tensorboard
-        self._tb = None
+    def __init__(self, out: Path, accelerator: Accelerator, cfg: DictConfig):
+        self.out, self.acc = Path(out), accelerator
+        if cfg.trainer.report_to:
+            init = {"wandb": {"dir": str(self.out), "name": self.out.name}}
+            accelerator.init_trackers(cfg.trainer.project, config=flat_config(cfg), init_kwargs=init)
 
     def write(self, step: int, metrics: Dict[str, float]) -> None:
-        if not self.enabled:
+        """Every process calls this at the same steps; the main process writes the ranks' mean."""
+        if self.acc.num_processes > 1:
+            metrics = mean_over_ranks(gather_object([metrics]))
+        if not self.acc.is_main_process:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
-        if self._tb is None and self._want_tb:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.out / "tensorboard"))
-            except ImportError:
-                self._tb = False
-        if self._tb:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self._tb.add_scalar(k, v, step)
+        self.acc.log(metrics, step=step)
 
     def close(self) -> None:
-        if self._tb:
-            self._tb.close()
+        # not `accelerator.end_training()`: that also tears down the process group, which a script
+        # that goes on after `train()` (gathering the final weights, say) still needs
+        for tracker in self.acc.trackers:
+            tracker.finish()
 
 
 class PhaseTimer:

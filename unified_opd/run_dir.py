@@ -3,7 +3,7 @@
     {output_dir}/config.yaml     the resolved config
                  metrics.jsonl   (metrics_log)
                  checkpoints/    step_XXXXXXXX/ (checkpoint)
-                 final/          the trained student, in its ecosystem's format
+                 final/          the trained student, in its ecosystem's format, with README.md (model card)
                  summary.json    before/after evaluation and timings
 
 `trainer.resume`: `auto` continues from the newest complete checkpoint, `never` refuses a
@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint as ckpt
 from .errors import UserError
+from .model_card import model_card
 
 
 class RunDir:
@@ -60,12 +61,28 @@ class RunDir:
         tmp.write_text(OmegaConf.to_yaml(cfg))
         tmp.replace(path)
 
-    def save_final(self, policy) -> None:
-        """The trained student, written atomically (a killed save leaves no half `final/`)."""
-        if self.is_main:
-            with ckpt.atomic_directory(self.out / "final") as tmp:
-                policy.save(str(tmp))
+    def finish(self, policy, cfg: DictConfig, summary: Dict[str, Any]) -> None:
+        """`final/` (the student and its model card, written atomically: a killed save leaves no
+        half `final/`), `summary.json`, and the upload when `trainer.push_to_hub` is on."""
+        if not self.is_main:
+            return
+        with ckpt.atomic_directory(self.out / "final") as tmp:
+            policy.save(str(tmp))
+            (tmp / "README.md").write_text(model_card(cfg, summary, tmp))
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if cfg.trainer.push_to_hub:
+            self.push(cfg.trainer.hub_model_id or self.out.name, cfg.trainer.hub_private, summary["steps"])
 
-    def write_summary(self, summary: Dict[str, Any]) -> None:
-        if self.is_main:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    def push(self, repo: str, private: bool, steps: int) -> None:
+        """Upload `final/` to the Hub repository `repo` (created if needed)."""
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        try:
+            repo_id = api.create_repo(repo, private=private, exist_ok=True).repo_id
+            api.upload_folder(folder_path=str(self.out / "final"), repo_id=repo_id, commit_message=f"unified_opd: {steps} steps")
+        except Exception as e:  # the run is saved; only the upload failed, and the error says how to retry it
+            raise UserError(
+                f"trainer.push_to_hub: uploading to {repo!r} failed ({type(e).__name__}: {e}); "
+                f"the model is saved in {self.out / 'final'}: upload it with `hf upload {repo} {self.out / 'final'}`"
+            ) from e

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from . import checkpoint as ckpt
+from .accelerator import make_accelerator
 from .callbacks import build_callbacks
 from .data import DataStream
 from .domain import Components, checked_domain
@@ -31,6 +31,7 @@ from .metrics_log import MetricsLog, PhaseTimer, progress_bar, progress_info
 from .objective import Objective
 from .run_control import RankAgreement, StopSignal, TrainClock
 from .run_dir import RunDir
+from .trainer_checks import check_trainer
 
 console = Console(stderr=True)
 
@@ -50,11 +51,11 @@ class Trainer:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         t = cfg.trainer
-        self.accelerator = acc = Accelerator(cpu=t.cpu, mixed_precision=t.mixed_precision)
-        self.run_dir = RunDir(t.output_dir, acc.is_main_process)
         # everything that can be checked without loading models is checked first, so a typo
         # fails in a second instead of after a model load or a zoo build
         self.domain, self.objective, self.callbacks = _check_before_loading(cfg)
+        self.accelerator = acc = make_accelerator(t, t.output_dir)
+        self.run_dir = RunDir(t.output_dir, acc.is_main_process)
         self.clock = TrainClock(t.max_time_minutes)
         self.resume_from = self.run_dir.resume_point(str(t.resume))
         set_seed(t.seed)
@@ -67,7 +68,7 @@ class Trainer:
         self.optimizer, self.scheduler = self._optimizer(t)
         self.data = DataStream(self.components.train_records, cfg.rollout.batch_size, t.seed, acc.process_index, acc.num_processes)
         self.ranks = RankAgreement(acc)
-        self.log = MetricsLog(self.run_dir.out, acc.is_main_process, t.tensorboard)
+        self.log = MetricsLog(self.run_dir.out, acc, cfg)
         self.timer = PhaseTimer(sync_cuda=bool(t.profile) and torch.cuda.is_available())
         self.step = 0
         self.history: Dict[str, Dict[str, float]] = {}
@@ -81,7 +82,9 @@ class Trainer:
         fused = all(p.device.type in ("cpu", "cuda") for p in params)
         optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, betas=tuple(t.betas), fused=fused)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t, self.clock.fraction))
-        module, optimizer, scheduler = self.accelerator.prepare(self.policy.module, optimizer, scheduler)
+        # the scheduler stays outside `prepare`: accelerate would step it once per process per step,
+        # so under N processes the schedule would run N times too fast
+        module, optimizer = self.accelerator.prepare(self.policy.module, optimizer)
         self.policy.train_module = module
         return optimizer, scheduler
 
@@ -234,7 +237,6 @@ class Trainer:
     def _finish(self, start_step: int, train_seconds: float) -> Dict[str, Any]:
         after = self._evaluate("after")
         self._save()
-        self.run_dir.save_final(self.policy)
         summary = {
             "steps": self.step,
             "steps_this_run": self.step - start_step,
@@ -244,8 +246,8 @@ class Trainer:
             "time_per_step": train_seconds / max(1, self.step - start_step),
             "phase_seconds": dict(self.timer.total),
         }
-        self.run_dir.write_summary(summary)
         self.log.close()
+        self.run_dir.finish(self.policy, self.cfg, summary)
         return summary
 
     # ------------------------------------------------------------------ checkpoints
@@ -286,9 +288,7 @@ def _check_before_loading(cfg: DictConfig):
     """The config's domain, objective and callbacks, every value checked: nothing is loaded yet."""
     t = cfg.trainer
     objective = Objective.from_config(cfg)
-    for key in ("grad_accum", "updates_per_rollout"):
-        if t[key] < 1:
-            raise ConfigError(f"trainer.{key}: expected an integer >= 1, got {t[key]}")
+    check_trainer(t)
     lr_lambda(t)  # the schedule's name
     callbacks = build_callbacks(list(OmegaConf.to_container(t.callbacks)))
     domain = checked_domain(cfg)

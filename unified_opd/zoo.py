@@ -17,7 +17,7 @@ from typing import Callable, Optional
 from rich.console import Console
 
 from .domain import BUILTIN_DOMAINS
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .hub import check_hub_model, looks_like_hub_id
 from .registry import Registry
 
@@ -122,6 +122,17 @@ def resolve(path: str, field: str) -> str:
     if not Path(path).exists():
         raise UserError(f"{field}: path not found: {path}")
     return path
+
+
+def check_eval_data(data) -> None:
+    """Your own `data.path` with the zoo's held-out set would evaluate your model on another task
+    (and build that zoo entry first): an error, before anything is built."""
+    own, held_out = str(data.path), data.eval_path
+    if held_out and str(held_out).startswith(PREFIX) and not own.startswith(PREFIX):
+        raise ConfigError(
+            f"data.eval_path: {held_out} is a zoo task's held-out set but data.path is your own data ({own}); "
+            f"set data.eval_path to your held-out records, or data.eval_path=null to evaluate on data.path"
+        )
 
 
 def check_local_paths(paths: dict, models: Optional[dict] = None) -> None:

@@ -106,5 +106,5 @@ def _evaluator(cfg: DictConfig, policy: DiffusionPolicy, experts: Experts, exper
         classifier=classifier,
         real_images=real,
         teacher=e.teacher,
-        tensorboard=bool(cfg.trainer.tensorboard),
+        tensorboard="tensorboard" in cfg.trainer.report_to,
     )

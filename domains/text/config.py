@@ -14,6 +14,7 @@ from unified_opd.math_answers import check_available as check_math_available
 from unified_opd.domains.lm import check_chat_template, check_sampling, check_stop_strings
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_kinds import check_teacher
+from unified_opd.zoo import check_eval_data
 
 from .teachers import TextTeacherSource
 from .views import TEACHER_VIEWS
@@ -106,3 +107,4 @@ def check(cfg) -> None:
     check_chat_template(cfg.data.chat_template, "data.chat_template")
     check_stop_strings(cfg.rollout.stop)
     check_teacher(cfg.teacher, TextTeacherSource)
+    check_eval_data(cfg.data)
