@@ -26,6 +26,7 @@ from .callbacks import build_callbacks
 from .data import DataStream
 from .domain import Components, checked_domain
 from .errors import ConfigError, UserError
+from .lora import checkpoint_state
 from .lr_schedule import lr_lambda
 from .metrics_log import MetricsLog, PhaseTimer, progress_bar, progress_info
 from .objective import Objective
@@ -257,7 +258,7 @@ class Trainer:
             ckpt.save_checkpoint(
                 self.run_dir.checkpoints,
                 self.step,
-                acc.unwrap_model(self.policy.train_module).state_dict(),
+                checkpoint_state(acc.unwrap_model(self.policy.train_module)),
                 self.optimizer.state_dict(),
                 state,
                 teacher_state=self.teacher.state(),
