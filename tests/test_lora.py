@@ -42,8 +42,10 @@ def _randomised_adapter(lm):
     return adapted
 
 
-def test_only_adapter_parameters_change(tiny_text, tmp_path):
-    trainer = _trainer(tiny_text, tmp_path / "run", **{"trainer.max_steps": 3, "trainer.save_every": 0})
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_only_adapter_parameters_change(tiny_text, tmp_path, checkpointing):
+    overrides = {"trainer.max_steps": 3, "trainer.save_every": 0, "trainer.gradient_checkpointing": checkpointing}
+    trainer = _trainer(tiny_text, tmp_path / "run", **overrides)
     before = {n: p.detach().clone() for n, p in trainer.policy.module.named_parameters()}
     trainable = {n for n, p in trainer.policy.module.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
