@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -27,6 +26,7 @@ from .data import DataStream
 from .domain import Components, checked_domain
 from .errors import ConfigError, UserError
 from .lora import checkpoint_state
+from .launch import make_accelerator
 from .memory import peak_memory_metrics, prepare_student
 from .lr_schedule import lr_lambda
 from .metrics_log import MetricsLog, PhaseTimer, progress_bar, progress_info
@@ -52,7 +52,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         t = cfg.trainer
-        self.accelerator = acc = Accelerator(cpu=t.cpu, mixed_precision=t.mixed_precision)
+        self.accelerator = acc = make_accelerator(t)
         self.run_dir = RunDir(t.output_dir, acc.is_main_process)
         # everything that can be checked without loading models is checked first, so a typo
         # fails in a second instead of after a model load or a zoo build
