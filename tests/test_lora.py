@@ -12,12 +12,17 @@ from transformers import AutoModelForCausalLM
 
 from conftest import text_overrides
 from test_lm import check_matches_plain_forward
+from test_vision_fixtures import _one_thread, tiny_vision  # noqa: F401
 from unified_opd.config import load_config
 from unified_opd.data import read_jsonl
 from unified_opd.domain import schema_for
 from unified_opd.domains.lm import Sampling, load_causal_lm
 from unified_opd.domains.text.config import DataConfig
 from unified_opd.domains.text.policy import TextPolicy
+from unified_opd.domains.vision.config import DataConfig as VisionDataConfig
+from unified_opd.domains.vision.data import load_records
+from unified_opd.domains.vision.models import load_vision_lm
+from unified_opd.domains.vision.policy import VisionPolicy
 from unified_opd.errors import ConfigError
 from unified_opd.lora import BaseModelTeacher, LoraConfig, apply_lora, check_lora
 from unified_opd.trainer import Trainer
@@ -73,6 +78,18 @@ def test_log_probs_equal_a_plain_forward_of_the_peft_model(tiny_text, lazy):
     base, _ = load_causal_lm(str(tiny_text / "student"), "float32", False, "student")
     ids = rollout.student_view["input_ids"][:1]
     assert not torch.allclose(adapted(input_ids=ids).logits, base(input_ids=ids).logits, atol=1e-3)
+
+
+def test_image_text_log_probs_equal_a_plain_forward_of_the_peft_model(tiny_vision):  # noqa: F811
+    data_cfg = OmegaConf.structured(VisionDataConfig(path=str(tiny_vision / "train.jsonl")))
+    lm, processor = load_vision_lm(str(tiny_vision / "student"), "float32", False, "student")
+    policy = VisionPolicy(_randomised_adapter(lm), processor, data_cfg, Sampling(num_samples=2, max_new_tokens=3), True)
+    policy.train_module = policy.module
+    records, _ = load_records(str(tiny_vision / "train.jsonl"), data_cfg, None)
+    torch.manual_seed(0)
+    rollout = policy.rollout(records[:4], with_teacher_view=False)
+    images = rollout.student_view["images"]
+    check_matches_plain_forward(policy, rollout, lambda row: {k: v[row : row + 1] for k, v in images.items()})
 
 
 def test_resume_with_lora_is_bit_exact_and_checkpoints_hold_only_the_adapter(tiny_text, tmp_path):
