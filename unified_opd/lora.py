@@ -40,8 +40,10 @@ class LoraConfig:
     merge: bool = False  # final/ holds the adapter; with merge also final/merged/, the merged model (plain transformers)
 
 
-def adapter_dir(path: str) -> Optional[Path]:
+def adapter_dir(path: Optional[str]) -> Optional[Path]:
     """`path` as a local PEFT adapter directory (it holds adapter_config.json), else None."""
+    if not path:
+        return None
     p = Path(str(path))
     return p if (p / ADAPTER_CONFIG).is_file() else None
 
@@ -76,18 +78,14 @@ def check_lora(student: Any, field: str = "student") -> None:
         raise ConfigError(f"{where}.dropout: expected a probability in [0, 1), got {cfg.dropout}")
     if not cfg.target_modules or not all(isinstance(m, str) and m for m in cfg.target_modules):
         raise ConfigError(f"{where}.target_modules: expected a list of module names or [{ALL_LINEAR}], got {list(cfg.target_modules)}")
-    adapter = adapter_dir(student.path)
+    # a domain whose student section has no `path` (built in code) still has `lora`
+    adapter = adapter_dir(getattr(student, "path", None))
     if adapter is not None and cfg.r:
         raise ConfigError(
             f"{where}.r: {field}.path is a PEFT adapter, which sets its own rank and targets; leave {where}.r at 0 to train it further"
         )
     if cfg.r or adapter is not None:
         _peft(f"{where}.r" if cfg.r else f"{field}.path")
-
-
-def uses_lora(student: Any) -> bool:
-    """True when the configured student trains an adapter (new, or loaded from `student.path`)."""
-    return bool(student.lora.r) or adapter_dir(student.path) is not None
 
 
 def apply_lora(model: nn.Module, cfg: Any, field: str = "student.lora") -> nn.Module:
