@@ -1,25 +1,30 @@
 """The run's `Accelerator`: devices, processes and experiment trackers.
 
-Accelerate decides devices and multi-process launch. One thing it does not do on its own: under
-`accelerate launch --num_processes N` on a machine with no GPU, `Accelerator()` without `cpu=True`
-stays single-process, so N independent copies of the job would run side by side and write the same
-files. On such a machine the run asks for CPU processes, which gives one job over N gloo ranks.
+Accelerate decides devices and multi-process launch. Two things it does not do on its own:
+- under `accelerate launch --num_processes N` on a machine with no GPU, `Accelerator()` without
+  `cpu=True` stays single-process, so N independent copies of the job would run side by side and
+  write the same files. On such a machine the run asks for CPU processes: one job over N gloo ranks.
+- it applies FSDP and DeepSpeed only to GPU-type processes, and on CPU (gloo) falls back to DDP
+  without a word, which would train replicated while the user believes it sharded (`check_engine`).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import LoggerType, ProjectConfiguration
+from accelerate.utils import DistributedType, LoggerType, ProjectConfiguration
 from omegaconf import DictConfig
 
-from .errors import ConfigError
+from .errors import ConfigError, UserError
 
 TRACKERS = tuple(t.value for t in LoggerType if t.value != "all")
+# what `accelerate launch` sets for an FSDP or DeepSpeed config -> the engine it asks for
+REQUESTED = {"ACCELERATE_USE_FSDP": (DistributedType.FSDP, "FSDP"), "ACCELERATE_USE_DEEPSPEED": (DistributedType.DEEPSPEED, "DeepSpeed")}
 
 
 def check_trackers(report_to: Sequence[str]) -> List[str]:
@@ -35,10 +40,32 @@ def check_trackers(report_to: Sequence[str]) -> List[str]:
 
 
 def make_accelerator(t: DictConfig, output_dir: Optional[str] = None) -> Accelerator:
-    """The Accelerator for trainer settings `t`; trackers (`t.report_to`) log under `output_dir`."""
+    """The Accelerator for trainer settings `t`, once `check_engine` passes; trackers
+    (`t.report_to`) log under `output_dir`."""
     cpu = bool(t.cpu) or not torch.accelerator.is_available()
-    if output_dir is None or not t.report_to:
-        return Accelerator(cpu=cpu, mixed_precision=t.mixed_precision)
-    out = Path(output_dir)
-    project = ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "trackers"))
-    return Accelerator(cpu=cpu, mixed_precision=t.mixed_precision, log_with=list(t.report_to), project_config=project)
+    trackers = {}
+    if output_dir is not None and t.report_to:
+        out = Path(output_dir)
+        project = ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "trackers"))
+        trackers = dict(log_with=list(t.report_to), project_config=project)
+    accelerator = Accelerator(cpu=cpu, mixed_precision=t.mixed_precision, **trackers)
+    check_engine(accelerator.distributed_type, os.environ)
+    return accelerator
+
+
+def check_engine(running: DistributedType, env: Mapping[str, str]) -> None:
+    """A UserError when the launch asked for FSDP or DeepSpeed: accelerate did not apply it
+    (a CPU launch), or it did, and the student's rollouts and checkpoints do not yet gather
+    sharded weights (docs/scale.md)."""
+    for variable, (engine, name) in REQUESTED.items():
+        if env.get(variable, "false").lower() != "true":
+            continue
+        if running != engine:
+            raise UserError(
+                f"accelerate launch: the config asks for {name}, but accelerate runs {running.value} here (it applies {name} "
+                f"only to GPU processes, not with --cpu or on a machine without GPUs); launch with a DDP config instead"
+            )
+        raise UserError(
+            f"accelerate launch: {name} sharding of the student is not supported yet (rollouts and checkpoints need its "
+            f"gathered weights, docs/scale.md); launch with DDP, and cut the trained state with student.lora"
+        )

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
+from .lora import load_checkpoint_state
 
 COMPLETE = "COMPLETE"
 PREFIX = "step_"
@@ -210,7 +211,7 @@ def load_into(path: Path, model: torch.nn.Module, optimizer, field: str) -> Dict
     A checkpoint of another model or optimizer is a UserError naming `field`."""
     data = load_checkpoint(path)
     try:
-        model.load_state_dict(data["model"])
+        load_checkpoint_state(model, data["model"])
         optimizer.load_state_dict(data["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         detail = " ".join(line.strip() for line in str(e).splitlines()[:2])

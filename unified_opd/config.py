@@ -76,7 +76,10 @@ class TrainerConfig:
     save_every: int = 100  # checkpoint period in steps (0 = only at the end)
     keep_checkpoints: int = 2  # newest complete checkpoints kept (0 = all)
     resume: str = "auto"  # auto (latest complete checkpoint if any) | never | path to a checkpoint
-    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    # no | bf16 | fp16: accelerate's autocast of the student's forward; the weights and AdamW's state
+    # stay in student.dtype, so float32 weights with bf16 here is training in bf16 with fp32 master weights
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False  # recompute the student's activations in the backward pass (less memory, ~1/3 more compute)
     cpu: bool = False  # CPU processes even when a GPU is present (a machine without GPUs always runs on CPU)
     max_nonfinite: int = 3  # consecutive non-finite losses skipped before the run stops
     profile: bool = False  # print a per-phase timing table at the end

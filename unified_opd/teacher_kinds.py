@@ -21,6 +21,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .interfaces import Policy, Teacher
+from .lora import BaseModelTeacher, adapted_model, is_fresh
 from .registry import Registry
 from .self_teachers import EmaTeacher, frozen_copy
 from .teachers import BestOfTeacher, ConfidencePooledTeacher, PooledTeacher, RoutedTeacher
@@ -131,7 +132,13 @@ def build_reference(ctx: TeacherContext) -> Optional[Teacher]:
 
 
 def _frozen_student(ctx: TeacherContext, field: str) -> Teacher:
-    return ctx.source.view_of(frozen_copy(ctx.policy.module), field)
+    """The student as it is now, frozen; a LoRA student whose adapter is fresh is exactly its
+    base, so it is the student with adapters disabled (no copy of the weights)."""
+    module = ctx.policy.module
+    adapted = adapted_model(module)
+    if adapted is not None and is_fresh(adapted):
+        return BaseModelTeacher(ctx.source.view_of(module, field), module, adapted)
+    return ctx.source.view_of(frozen_copy(module), field)
 
 
 def _members(ctx: TeacherContext) -> List[Teacher]:

@@ -26,6 +26,8 @@ from .callbacks import build_callbacks
 from .data import DataStream
 from .domain import Components, checked_domain
 from .errors import ConfigError, UserError
+from .lora import checkpoint_state
+from .memory import peak_memory_metrics, prepare_student
 from .lr_schedule import lr_lambda
 from .metrics_log import MetricsLog, PhaseTimer, progress_bar, progress_info
 from .objective import Objective
@@ -74,7 +76,7 @@ class Trainer:
         self.history: Dict[str, Dict[str, float]] = {}
 
     def _optimizer(self, t: DictConfig):
-        params = [p for p in self.policy.module.parameters() if p.requires_grad]
+        params = prepare_student(self.policy.module, t.gradient_checkpointing)
         if not params:
             raise UserError("student: the model has no trainable parameters")
         # the fused kernel updates every tensor in one call: 4 ms -> 0.9 ms per step for a
@@ -120,7 +122,7 @@ class Trainer:
                 for phase in ("rollout", "teacher", "update"):
                     m[f"time/{phase}"] = self.timer.this_step[phase]
                 if self.step % t.log_every == 0 or self.step == t.max_steps:
-                    self.log.write(self.step, m)
+                    self.log.write(self.step, {**m, **peak_memory_metrics(self.accelerator)})
                 bar.update(task, completed=self.step, info=progress_info(m))
                 if t.eval_every and self.step % t.eval_every == 0 and self.step < t.max_steps:
                     self._evaluate(f"step_{self.step}")
@@ -259,7 +261,7 @@ class Trainer:
             ckpt.save_checkpoint(
                 self.run_dir.checkpoints,
                 self.step,
-                acc.unwrap_model(self.policy.train_module).state_dict(),
+                checkpoint_state(acc.unwrap_model(self.policy.train_module)),
                 self.optimizer.state_dict(),
                 state,
                 teacher_state=self.teacher.state(),

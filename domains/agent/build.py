@@ -7,7 +7,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from unified_opd.domain import Components
-from unified_opd.domains.lm import Sampling, load_causal_lm, max_context
+from unified_opd.domains.lm import Sampling, load_causal_lm, load_student, max_context
 from unified_opd.errors import ConfigError
 from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths
@@ -35,7 +35,7 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     )
     s, r = cfg.student, cfg.rollout
     device = accelerator.device
-    lm, tok = load_causal_lm(s.path, s.dtype, s.trust_remote_code, "student")
+    lm, tok = load_student(s, lambda path: load_causal_lm(path, s.dtype, s.trust_remote_code, "student"))
     fmt = make_format(tok, r.chat_template, r.system_prompt)
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
     # the episode limits depend on the teachers' context lengths, and loading a teacher needs the

@@ -11,6 +11,7 @@ from omegaconf import MISSING
 from unified_opd.config import DivergenceConfig, RunConfig
 from unified_opd.domains.lm import check_chat_template, check_positive, check_sampling
 from unified_opd.errors import ConfigError
+from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_kinds import check_teacher
 
@@ -25,6 +26,7 @@ class StudentConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     trust_remote_code: bool = False
     lazy_logits: bool = True  # project hidden states to the vocabulary in chunks (no N x V logits)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # train PEFT LoRA adapters instead of every weight (r > 0)
 
 
 @dataclass
@@ -83,6 +85,7 @@ class AgentRunConfig(RunConfig):
 def check(cfg) -> None:
     """Value errors of an agent run, as ConfigErrors naming the field; loads nothing."""
     r, e, env = cfg.rollout, cfg.eval, cfg.env
+    check_lora(cfg.student)
     check_teacher(cfg.teacher, AgentTeacherSource)
     check_sampling(r, ("batch_size", "max_action_tokens"))
     for key in ("max_turns", "max_episode_tokens"):

@@ -8,7 +8,7 @@ Not a registered domain: importing it registers nothing. Loading (`load_causal_l
 
 from .checks import CHAT_TEMPLATE_MODES, check_chat_template, check_positive, check_sampling, uses_chat_template
 from .loading import (
-    DTYPES, check_same_vocabulary, load_causal_lm, load_pretrained, max_context, model_dir, prepare_tokenizer, weights_options,
+    DTYPES, check_same_vocabulary, load_causal_lm, load_pretrained, load_student, max_context, model_dir, prepare_tokenizer, weights_options,
 )
 from .policy import LMPolicy
 from .sampler import Sampling, completion_mask, draw, filter_logits, sample
@@ -20,7 +20,7 @@ __all__ = [
     "CHAT_TEMPLATE_MODES", "DTYPES", "HiddenStates", "LMPolicy", "LMTeacher", "LMTeacherSource", "Sampling",
     "ViewScorer", "check_chat_template", "check_positive", "check_same_vocabulary",
     "check_sampling", "check_stop_strings", "cut_text", "stop_ids", "stop_string_check", "stop_string_mask", "completion_mask", "draw", "filter_logits", "lm_teacher_view",
-    "load_causal_lm", "load_lm_teacher", "load_pretrained", "max_context", "model_dir",
+    "load_causal_lm", "load_lm_teacher", "load_student", "load_pretrained", "max_context", "model_dir",
     "prepare_tokenizer", "sample", "uses_chat_template", "view_distribution",
     "weights_options",
 ]

@@ -4,13 +4,14 @@ can be compared token by token."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from unified_opd.errors import UserError
 from unified_opd.hub import check_hub_model, looks_like_hub_id
+from unified_opd.lora import adapter_base, adapter_dir, apply_lora, load_adapter
 from unified_opd.zoo import resolve
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -63,6 +64,21 @@ def load_causal_lm(
     if not any(p.is_floating_point() for p in model.parameters()):
         raise UserError(f"{field}.dtype: the model has no floating-point parameters to distil")
     return model, prepare_tokenizer(tok)
+
+
+def load_student(student: Any, load: Callable[[str], Tuple[Any, Any]], field: str = "student") -> Tuple[Any, Any]:
+    """The student section's model and preprocessor: `load(path)` (the domain's loader, e.g.
+    `load_causal_lm` with the section's dtype) of `student.path`, then `student.lora`'s fresh
+    adapters; a PEFT adapter directory as `student.path` loads its base and the adapter, trainable."""
+    adapter = adapter_dir(student.path)
+    if adapter is None:
+        lm, pre = load(student.path)
+        return (apply_lora(lm, student.lora, f"{field}.lora") if student.lora.r else lm), pre
+    base = adapter_base(adapter, f"{field}.path")
+    if not (looks_like_hub_id(base) or Path(base).is_dir()):
+        raise UserError(f"{field}.path: the adapter {adapter} was trained on {base}, which is not a model directory here")
+    lm, pre = load(base)
+    return load_adapter(lm, adapter, student.lora.merge, f"{field}.path"), pre
 
 
 def check_same_vocabulary(student_tok, teacher_tok, student_lm, teacher_lm, what: str = "teacher") -> None:

@@ -3,10 +3,12 @@ scoring its own rollouts, saving); each domain adds how it samples (`rollout`)."
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from unified_opd.distributions import Categorical
 from unified_opd.interfaces import Policy
+from unified_opd.lora import MERGED, save_adapted
 from unified_opd.rollout import Rollout
 
 from .scoring import HiddenStates, view_distribution
@@ -31,5 +33,10 @@ class LMPolicy(Policy):
         return view_distribution(self.train_module, self.module, view, view["prompt_len"])
 
     def save(self, path: str) -> None:
-        self.lm.save_pretrained(path)
+        """Weights (a LoRA student: its adapter) and preprocessor; with `student.lora.merge` also
+        `merged/`, the base with the adapter merged in, which plain transformers loads."""
+        merged = save_adapted(self.lm, path)
         self.preprocessor.save_pretrained(path)
+        if merged is not None:
+            merged.save_pretrained(os.path.join(path, MERGED))
+            self.preprocessor.save_pretrained(os.path.join(path, MERGED))

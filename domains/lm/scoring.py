@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from unified_opd.distributions import Categorical
+from unified_opd.lora import inner_model
 
 from .loading import text_config
 
@@ -45,7 +46,8 @@ class HiddenStates(nn.Module):
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **images)
         if self.lazy:
-            return self.lm.base_model(**kwargs).last_hidden_state
+            # under a PEFT wrapper `base_model` is PEFT's tuner, not the transformer's backbone
+            return inner_model(self.lm).base_model(**kwargs).last_hidden_state
         return self.lm(**kwargs).logits
 
     def head(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

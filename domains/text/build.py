@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from unified_opd.data_sources import is_hub_dataset
 from unified_opd.domain import Components
-from unified_opd.domains.lm import Sampling, load_causal_lm, max_context
+from unified_opd.domains.lm import Sampling, load_causal_lm, load_student, max_context
 from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths
 
@@ -44,7 +44,7 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     records = load_split(cfg.data)
     eval_records = load_split(cfg.data, "eval_path") if cfg.data.eval_path else records
     s = cfg.student
-    lm, tok = load_causal_lm(s.path, s.dtype, s.trust_remote_code, "student", s.revision)
+    lm, tok = load_student(s, lambda path: load_causal_lm(path, s.dtype, s.trust_remote_code, "student", s.revision))
     check_prompts_fit(tok, records, cfg.data, max_context(lm), "data.path")
     if cfg.data.eval_path:
         check_prompts_fit(tok, eval_records, cfg.data, max_context(lm), "data.eval_path")

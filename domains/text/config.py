@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 from omegaconf import MISSING
 
 from unified_opd.config import RunConfig
+from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.data import VERIFIERS
 from unified_opd.math_answers import check_available as check_math_available
 from unified_opd.domains.lm import check_chat_template, check_sampling, check_stop_strings
@@ -27,6 +28,7 @@ class StudentConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     trust_remote_code: bool = False  # only for model repos you trust; off by default
     lazy_logits: bool = True  # project hidden states to the vocabulary in chunks (no N x V logits)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # train PEFT LoRA adapters instead of every weight (r > 0)
 
 
 @dataclass
@@ -102,6 +104,7 @@ def check(cfg) -> None:
     VERIFIERS.get(cfg.data.verifier, "data.verifier")
     if cfg.data.verifier == "math":
         check_math_available("data.verifier")
+    check_lora(cfg.student)
     check_sampling(cfg.rollout)
     TEACHER_VIEWS.get(cfg.teacher.view, "teacher.view")
     check_chat_template(cfg.data.chat_template, "data.chat_template")

@@ -6,7 +6,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig
 
 from unified_opd.domain import Components
-from unified_opd.domains.lm import Sampling
+from unified_opd.domains.lm import Sampling, load_student
 from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths, resolve
 
@@ -32,7 +32,7 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     eval_records, _ = load_records(resolve(eval_path, "data.eval_path"), cfg.data, cropper, "data.eval_path")
 
     s = cfg.student
-    lm, processor = load_vision_lm(s.path, s.dtype, s.trust_remote_code, "student")
+    lm, processor = load_student(s, lambda path: load_vision_lm(path, s.dtype, s.trust_remote_code, "student"))
     device = accelerator.device
     r = cfg.rollout
     sampling = Sampling(num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)

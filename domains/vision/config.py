@@ -12,6 +12,7 @@ from unified_opd.config import RunConfig
 from unified_opd.data import VERIFIERS
 from unified_opd.domains.lm import check_sampling
 from unified_opd.errors import ConfigError
+from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_config import check_replaced_keys
 from unified_opd.teacher_kinds import check_teacher
@@ -33,6 +34,7 @@ class StudentConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     trust_remote_code: bool = False  # only for model repos you trust; off by default
     lazy_logits: bool = True  # project hidden states to the vocabulary in chunks (no N x V logits)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # train PEFT LoRA adapters instead of every weight (r > 0)
 
 
 @dataclass
@@ -110,6 +112,7 @@ def _check_teacher(t) -> None:
 def check(cfg) -> None:
     """Value errors of a vision run, as ConfigErrors naming the field; loads nothing."""
     VERIFIERS.get(cfg.data.verifier, "data.verifier")
+    check_lora(cfg.student)
     check_sampling(cfg.rollout)
     _check_teacher(cfg.teacher)
     if cfg.data.on_error not in ON_ERROR:
