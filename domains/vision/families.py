@@ -4,7 +4,7 @@ trajectory, which extra inputs go with them, and how positions are computed.
 A processor returns each tensor in one of four layouts, named by what its first dimension counts:
 
 - prompts (`per_prompt`): Idefics3 / SmolVLM `pixel_values` `[prompts, images and tiles, 3, H, W]`
-  with `pixel_attention_mask`;
+  with `pixel_attention_mask`, LLaVA-OneVision `batch_num_images`;
 - images of the whole batch, in prompt order (`per_image`): LLaVA / PaliGemma / Gemma 3
   `pixel_values`, LLaVA-OneVision `pixel_values` and `image_sizes`, Qwen-VL `image_grid_thw`;
 - patches of all images together (`per_patch`): Qwen-VL `pixel_values`, image i owning
@@ -117,7 +117,7 @@ def _unpad(t: Tensor, counts: Tensor) -> Tensor:
 
 
 QWEN_VL = Family(per_image=("image_grid_thw",), per_patch=("pixel_values",), token_types="mm_token_type_ids", rope_index=True)
-LLAVA = Family(per_image=("pixel_values", "image_sizes"))
+LLAVA = Family(per_prompt=("batch_num_images",), per_image=("pixel_values", "image_sizes"))
 IDEFICS = Family(per_prompt=("pixel_values", "pixel_attention_mask"))
 # model_type (config.json) -> its handling; a type not listed is refused, never guessed
 FAMILIES: Dict[str, Family] = {

@@ -62,7 +62,8 @@ def format_prompts(processor, records: Sequence[Dict[str, Any]], data_cfg) -> Li
 def encode(processor, prompts: List[str], images: List[List[Image.Image]], device) -> Dict[str, torch.Tensor]:
     """The processor's tensors for prompts with their images (one list per prompt)."""
     enc = processor(text=prompts, images=images, padding=True, return_tensors="pt")
-    return {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
+    # PaliGemma's processor also returns training labels; the domain's loss needs none
+    return {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor) and k != "labels"}
 
 
 def transformed(records, images: List[List[Image.Image]], transform: Optional[ImageTransform]) -> List[List[Image.Image]]:

@@ -43,7 +43,10 @@ def check_processor(model: PreTrainedModel, processor, field: str) -> None:
     """The processor must emit the model's image token and as many image tokens as the vision
     tower yields features: checked with one forward on a blank image (a mismatched processor
     otherwise fails deep inside the first rollout)."""
-    ours, theirs = getattr(processor, "image_token_id", None), image_token_id(model)
+    # Gemma 3's processor names its begin-of-image token image_token; the placeholder the model
+    # fills with image features is its tokenizer's image token
+    ours = getattr(processor.tokenizer, "image_token_id", None) or getattr(processor, "image_token_id", None)
+    theirs = image_token_id(model)
     if ours is not None and theirs is not None and ours != theirs:
         raise UserError(
             f"{field}.path: the processor's image token id {ours} differs from the model's {theirs} (mismatched processor)"

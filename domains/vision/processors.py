@@ -36,16 +36,27 @@ VIDEO_BOUND: Dict[str, Type[ProcessorMixin]] = {
 
 
 def image_only(cls: Type[ProcessorMixin]) -> Type[ProcessorMixin]:
-    """`cls` whose sub-processors are its image processor and tokenizer only.
+    """`cls` whose sub-processors are its image processor and tokenizer only; build it as `cls`
+    with `video_processor=None`.
 
     `ProcessorMixin` pairs the positional sub-processors it is given with `get_attributes()`, so
-    the `video_processor=None` that `cls.__init__` passes on is dropped instead of type-checked."""
+    the `video_processor=None` that `cls.__init__` passes on is dropped instead of type-checked;
+    `from_pretrained` loads the two sub-processors and adds the `None`."""
     attributes = [a for a in cls.get_attributes() if a != "video_processor"]
-    return type(
-        cls.__name__,
-        (cls,),
-        {"get_attributes": classmethod(lambda _: list(attributes)), "video_processor": None, "__doc__": f"{cls.__name__} for images only."},
-    )
+
+    def from_dict(klass, processor_dict, **kwargs):
+        return super(image_only_cls, klass).from_dict({**processor_dict, "video_processor": None}, **kwargs)
+
+    members = {
+        "get_attributes": classmethod(lambda _: list(attributes)),
+        "from_dict": classmethod(from_dict),
+        # SmolVLM's own override only adds its video processor's frame settings
+        "apply_chat_template": ProcessorMixin.apply_chat_template,
+        "video_processor": None,
+        "__doc__": f"{cls.__name__} for images only.",
+    }
+    image_only_cls = type(cls.__name__, (cls,), members)
+    return image_only_cls
 
 
 IMAGE_ONLY = {model_type: image_only(cls) for model_type, cls in VIDEO_BOUND.items()}

@@ -78,6 +78,12 @@ class TinySpec:
     def image_tokens(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
+    def tokenizer(self, words: Sequence[str]) -> PreTrainedTokenizerFast:
+        return build_tokenizer(words)
+
+    def processor(self, tokenizer: PreTrainedTokenizerFast) -> LlavaProcessor:
+        return build_processor(tokenizer, self.image_size, self.patch_size)
+
     def build(self, tokenizer: PreTrainedTokenizerFast) -> LlavaForConditionalGeneration:
         vision = CLIPVisionConfig(
             hidden_size=self.vision_hidden,

@@ -63,12 +63,21 @@ class QwenSpec:
     context: int = 512
     init_std: float = 0.02
 
+    @property
+    def image_size(self) -> int:
+        """The largest square input side (px) the processor gives a 64 px or larger image."""
+        return int(self.max_pixels**0.5)
+
+    def tokenizer(self, words: Sequence[str]) -> PreTrainedTokenizerFast:
+        return build_tokenizer(words)
+
     def processor(self, tokenizer: PreTrainedTokenizerFast):
         images = Qwen2VLImageProcessorPil(
             min_pixels=self.min_pixels, max_pixels=self.max_pixels, patch_size=self.patch_size, merge_size=self.merge_size,
             temporal_patch_size=2,
         )
-        return IMAGE_ONLY[self.model_type](image_processor=images, tokenizer=tokenizer, chat_template=chat_template(IMAGE_PART))
+        processor = IMAGE_ONLY[self.model_type]
+        return processor(image_processor=images, tokenizer=tokenizer, video_processor=None, chat_template=chat_template(IMAGE_PART))
 
     def build(self, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
         config_class, model_class = MODELS[self.model_type]
@@ -81,10 +90,16 @@ class QwenSpec:
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _sections(head_dim // 2)},
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         )
+        # Qwen2-VL names the ViT width embed_dim and the merger's output hidden_size; later versions
+        # name them hidden_size and out_hidden_size
+        widths = (
+            dict(embed_dim=self.vision_hidden, hidden_size=self.text_hidden) if self.model_type == "qwen2_vl"
+            else dict(hidden_size=self.vision_hidden, out_hidden_size=self.text_hidden)
+        )
         vision = dict(
-            depth=self.layers, hidden_size=self.vision_hidden, embed_dim=self.vision_hidden, intermediate_size=2 * self.vision_hidden,
+            depth=self.layers, intermediate_size=2 * self.vision_hidden, **widths,
             num_heads=self.heads, patch_size=self.patch_size, spatial_merge_size=self.merge_size, temporal_patch_size=2,
-            out_hidden_size=self.text_hidden, fullatt_block_indexes=[0], window_size=2 * self.patch_size * self.merge_size,
+            fullatt_block_indexes=[0], window_size=2 * self.patch_size * self.merge_size,
             deepstack_visual_indexes=[], num_position_embeddings=64, initializer_range=self.init_std,
         )
         ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(token) for name, token in QWEN_TOKENS.items()}
