@@ -49,7 +49,7 @@ def format_prompts(processor, records: Sequence[Dict[str, Any]], data_cfg) -> Li
         messages = r.get(data_cfg.messages_field)
         if template is None:
             if messages is not None:
-                raise UserError(f"data.messages_field: record messages need a processor with a chat template (student.path has none)")
+                raise UserError("data.messages_field: record messages need a processor with a chat template (student.path has none)")
             prompts.append(" ".join([image_token] * image_parts(r) + [r[data_cfg.prompt_field]]))
             continue
         if messages is None:
