@@ -1,5 +1,6 @@
 """Vision domain end to end through the Trainer on tiny models: the KL between the views falls,
-outputs load with transformers, an EMA teacher resumes, a separate full-image teacher runs."""
+outputs load with transformers, an EMA teacher resumes, a separate full-image teacher runs, a
+Qwen2-VL-architecture student trains with a 2x crop self-teacher."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import pytest
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from test_vision_fixtures import _one_thread, tiny_vision, vision_overrides  # noqa: F401
+from unified_opd.domains.vision.models import load_vision_lm
+from unified_opd.domains.vision.zoo import finedetail_data as finedetail
+from unified_opd.domains.vision.zoo.tiny_qwen import QwenSpec, save_tiny_qwen
 from unified_opd.config import load_config
 from unified_opd.domain import schema_for
 from unified_opd.evaluate import run_eval
@@ -49,3 +53,13 @@ def test_self_teacher_sources_train_and_resume(tiny_vision, tmp_path, source):
     (tmp_path / "run" / "final").rename(tmp_path / "discarded")
     s = _train(tiny_vision, tmp_path / "run", **{**extra, "trainer.max_steps": 3})
     assert s["steps"] == 3 and s["steps_this_run"] == 1
+
+
+def test_qwen2_vl_student_trains_with_a_crop_self_teacher_and_saves_what_loads(tiny_vision, tmp_path):
+    student = tmp_path / "qwen"
+    save_tiny_qwen(student, QwenSpec(max_pixels=64 * 64), finedetail.WORDS)
+    extra = {"student.path": student, "teacher.crop_upscale": 2.0, "trainer.max_steps": 2, "eval.size": 4, "eval.examples": 0}
+    s = _train(tiny_vision, tmp_path / "run", **extra)
+    assert s["steps"] == 2 and s["after"]["kl_views"] > 0
+    lm, processor = load_vision_lm(str(tmp_path / "run" / "final"), "float32", False, "student")
+    assert lm.config.model_type == "qwen2_vl" and processor.image_processor.size["longest_edge"] == 64 * 64  # max_pixels

@@ -39,12 +39,16 @@ class HiddenStates(nn.Module):
         self.lm = lm
         self.lazy = lazy and _uses_plain_lm_head(lm)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **images: torch.Tensor) -> torch.Tensor:
-        """`images`: an image-text model's image tensors (`pixel_values`, and e.g. `image_sizes`)."""
+    def model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **images: torch.Tensor) -> Dict[str, Any]:
+        """The model's keyword arguments; an image-text domain overrides it to lay out its image
+        inputs and positions (`images`: the view's image tensors, e.g. `pixel_values`)."""
         # generate() derives positions from the attention mask; a plain forward must do the
         # same for left-padded prompts, or teacher and student score different positions
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **images)
+        return dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **images)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **images: torch.Tensor) -> torch.Tensor:
+        kwargs = self.model_inputs(input_ids, attention_mask, **images)
         if self.lazy:
             # under a PEFT wrapper `base_model` is PEFT's tuner, not the transformer's backbone
             return inner_model(self.lm).base_model(**kwargs).last_hidden_state

@@ -1,4 +1,5 @@
-"""Vision domain: image-text-to-text (LLaVA-style) students and Vision-OPD crop teachers.
+"""Vision domain: image-text-to-text students (Qwen-VL, LLaVA, Idefics3 / SmolVLM, PaliGemma,
+Gemma 3 families) and Vision-OPD crop teachers.
 
 Importing it registers the `vision` domain (config schema, value checks, builder), the
 `metadata` crop function and the `finedetail` zoo entry.

@@ -41,8 +41,10 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     built = build_teacher(teachers)
     # a separate teacher reads the image through its own processor, the student's self-view through the student's
     t = cfg.teacher
-    view_processor = teachers.source.processors.get(t.path, processor) if t.kind == "model" else processor
-    policy.teacher_view = ViewBuilder(view_processor, cfg.data, cropper if t.view == "crop" else None)
+    separate = t.kind == "model"
+    view_processor = teachers.source.processors.get(t.path, processor) if separate else processor
+    view_family = teachers.source.families.get(t.path) if separate else None
+    policy.teacher_view = ViewBuilder(view_processor, cfg.data, cropper if t.view == "crop" else None, view_family)
     return Components(
         policy=policy,
         teacher=built.teacher,

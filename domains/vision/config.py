@@ -60,8 +60,9 @@ class TeacherConfig(CoreTeacherConfig):
 class DataConfig:
     path: str = MISSING  # JSONL: image (path relative to the file), prompt, answer, box, task
     eval_path: Optional[str] = None  # held-out JSONL (defaults to data.path)
-    image_field: str = "image"
+    image_field: str = "image"  # a path, or a list of paths (several images per prompt; the box is on the first)
     prompt_field: str = "prompt"
+    messages_field: str = "messages"  # chat messages with image parts, used instead of the prompt when a record has them
     answer_field: str = "answer"
     box_field: str = "box"  # [x0, y0, x1, y1] of the evidence region
     box_format: str = "pixels"  # pixels | normalized (fractions of width and height)

@@ -1,7 +1,8 @@
 """Image-question records: reading, validating, and loading their images.
 
-A record is a JSONL object with an image path (relative to the JSONL file, or absolute), a
-prompt, an optional answer, an optional evidence box and an optional task tag. Every record is
+A record is a JSONL object with an image path (relative to the JSONL file, or absolute) or a
+list of them (several images per prompt; the box is on the first), a prompt or chat `messages`
+(their image parts, `{"type": "image"}`, one per image in order), an optional answer, an optional evidence box and an optional task tag. Every record is
 checked when the run is built (the image opens and decodes; with a crop teacher, its box
 overlaps the image), so bad input fails before training starts and before anything is written:
 `data.on_error=raise` stops with a `UserError` naming the record and the field,
@@ -11,7 +12,7 @@ overlaps the image), so bad input fails before training starts and before anythi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from PIL import Image, UnidentifiedImageError
 
@@ -33,9 +34,7 @@ class RecordError(ValueError):
         self.field = field
 
 
-def load_image(record: Dict[str, Any]) -> Image.Image:
-    """The record's image as RGB, fully decoded (truncated files fail here, not mid-training)."""
-    path = record[IMAGE_PATH]
+def _open(path: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
@@ -45,20 +44,51 @@ def load_image(record: Dict[str, Any]) -> Image.Image:
         raise RecordError("image", f"cannot read image {path}: {e}") from e
 
 
-def _check(record: Dict[str, Any], base: Path, data_cfg, cropper: Optional[Callable]) -> Dict[str, Any]:
-    if not isinstance(record.get(data_cfg.prompt_field), str):
-        raise RecordError(data_cfg.prompt_field, f"no string {data_cfg.prompt_field!r} field")
+def load_images(record: Dict[str, Any]) -> List[Image.Image]:
+    """The record's images as RGB, fully decoded (truncated files fail here, not mid-training)."""
+    paths = record[IMAGE_PATH]
+    return [_open(p) for p in (paths if isinstance(paths, list) else [paths])]
+
+
+def load_image(record: Dict[str, Any]) -> Image.Image:
+    """The record's first image: the one its box is on."""
+    return load_images(record)[0]
+
+
+def _image_paths(record: Dict[str, Any], base: Path, data_cfg) -> Union[str, List[str]]:
+    """The record's image path (a string) or paths (a list, one per image part), resolved."""
     image = record.get(data_cfg.image_field)
-    if not isinstance(image, str) or not image:
+    names = image if isinstance(image, list) else [image]
+    if not names or not all(isinstance(x, str) and x for x in names):
         raise RecordError(
-            data_cfg.image_field, f"no {data_cfg.image_field!r} field; the vision student needs an image for every prompt"
+            data_cfg.image_field,
+            f"no {data_cfg.image_field!r} field (a path or a list of paths); the vision student needs an image for every prompt",
         )
-    path = Path(image) if Path(image).is_absolute() else base / image
-    out = {**record, IMAGE_PATH: str(path)}
-    loaded = load_image(out)
+    paths = [str(Path(x) if Path(x).is_absolute() else base / x) for x in names]
+    return paths if isinstance(image, list) else paths[0]
+
+
+def _check_messages(record: Dict[str, Any], data_cfg, images: int) -> None:
+    messages = record[data_cfg.messages_field]
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages):
+        raise RecordError(data_cfg.messages_field, "expected a list of chat messages, each with a 'role' and a 'content' list")
+    parts = [c for m in messages for c in m["content"] if isinstance(c, dict)]
+    shown = sum(c.get("type") == "image" for c in parts)
+    if shown != images:
+        raise RecordError(data_cfg.messages_field, f"{shown} image parts in the messages, but {images} images in {data_cfg.image_field!r}")
+
+
+def _check(record: Dict[str, Any], base: Path, data_cfg, cropper: Optional[Callable]) -> Dict[str, Any]:
+    paths = _image_paths(record, base, data_cfg)
+    if data_cfg.messages_field in record:
+        _check_messages(record, data_cfg, len(paths) if isinstance(paths, list) else 1)
+    elif not isinstance(record.get(data_cfg.prompt_field), str):
+        raise RecordError(data_cfg.prompt_field, f"no string {data_cfg.prompt_field!r} field (nor {data_cfg.messages_field!r})")
+    out = {**record, IMAGE_PATH: paths}
+    loaded = load_images(out)
     if cropper is not None:
         try:
-            cropper(out, loaded)
+            cropper(out, loaded[0])
         except BoxError as e:
             raise RecordError(data_cfg.box_field, str(e)) from e
     return out

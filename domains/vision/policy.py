@@ -8,7 +8,9 @@ from typing import Any, Dict, Optional, Sequence
 from unified_opd.domains.lm import LMPolicy, Sampling
 from unified_opd.rollout import Rollout
 
+from .families import family_of
 from .generation import ImageTransform, ViewBuilder, generate_rollout
+from .scoring import VisionHiddenStates
 
 
 class VisionPolicy(LMPolicy):
@@ -17,6 +19,8 @@ class VisionPolicy(LMPolicy):
 
     def __init__(self, lm, processor, data_cfg, sampling: Sampling, lazy: bool = True, teacher_view: Optional[ViewBuilder] = None):
         super().__init__(lm, processor, lazy)
+        self.family = family_of(lm.config.model_type)
+        self.module = VisionHiddenStates(lm, self.family, lazy)
         self.processor = processor
         self.data_cfg = data_cfg
         self.sampling = sampling

@@ -11,28 +11,33 @@ from typing import Any, Dict
 
 import torch
 
-from unified_opd.domains.lm import LMTeacher, LMTeacherSource, check_same_vocabulary
+from unified_opd.domains.lm import LMTeacherSource, ViewScorer, check_same_vocabulary
 from unified_opd.teacher_kinds import TeacherContext
 
+from .families import Family, family_of
 from .models import load_vision_lm
 from .policy import VisionPolicy
+from .scoring import frozen_teacher
 
 
 class VisionTeacherSource(LMTeacherSource):
-    """`LMTeacherSource` for image-text models: loads with the processor and keeps it."""
+    """`LMTeacherSource` for image-text models: loads with the processor and keeps it and the
+    model's family (a separate teacher's view is encoded and laid out as its own model expects)."""
 
     domain = "vision"
 
     def __init__(self, cfg, policy: VisionPolicy, device: torch.device):
         super().__init__(cfg, policy, device)
         self.processors: Dict[str, Any] = {}
+        self.families: Dict[str, Family] = {}
 
-    def load(self, path: str, field: str) -> LMTeacher:
+    def load(self, path: str, field: str) -> ViewScorer:
         t, p = self.cfg.teacher, self.policy
         lm, processor = load_vision_lm(path, t.dtype, t.trust_remote_code, field)
         check_same_vocabulary(p.processor.tokenizer, processor.tokenizer, p.lm, lm, field)
         self.processors[path] = processor
-        return LMTeacher(lm.to(self.device), self.cfg.student.lazy_logits)
+        self.families[path] = family_of(lm.config.model_type, f"{field}.path")
+        return frozen_teacher(lm.to(self.device), self.families[path], self.cfg.student.lazy_logits)
 
 
 def teacher_context(cfg, policy: VisionPolicy, device: torch.device) -> TeacherContext:

@@ -23,15 +23,21 @@ from unified_opd.domains.lm.tiny import tiny_llama_config, word_level_tokenizer
 
 SPECIALS = [*LM_SPECIALS, "<image>"]
 ROLES = ["USER:", "ASSISTANT:", "SYSTEM:"]
-# user turn = "USER: <image> question ASSISTANT:"; the answer follows, then </s>
-CHAT_TEMPLATE = (
-    "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}SYSTEM: {% for c in m['content'] %}{{ c['text'] }} {% endfor %}"
-    "{% elif m['role'] == 'user' %}USER: {% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}"
-    "{% else %}ASSISTANT: {% for c in m['content'] %}{{ c['text'] }} {% endfor %}</s> {% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
+
+
+def chat_template(image_part: str) -> str:
+    """user turn = "USER: <image part> question ASSISTANT:"; the answer follows, then </s>."""
+    return (
+        "{% for m in messages %}"
+        "{% if m['role'] == 'system' %}SYSTEM: {% for c in m['content'] %}{{ c['text'] }} {% endfor %}"
+        "{% elif m['role'] == 'user' %}USER: {% for c in m['content'] %}"
+        "{% if c['type'] == 'image' %}" + image_part + " {% else %}{{ c['text'] }} {% endif %}{% endfor %}"
+        "{% else %}ASSISTANT: {% for c in m['content'] %}{{ c['text'] }} {% endfor %}</s> {% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    )
+
+
+CHAT_TEMPLATE = chat_template("<image>")
 
 
 def build_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
@@ -71,6 +77,12 @@ class TinySpec:
     @property
     def image_tokens(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+    def tokenizer(self, words: Sequence[str]) -> PreTrainedTokenizerFast:
+        return build_tokenizer(words)
+
+    def processor(self, tokenizer: PreTrainedTokenizerFast) -> LlavaProcessor:
+        return build_processor(tokenizer, self.image_size, self.patch_size)
 
     def build(self, tokenizer: PreTrainedTokenizerFast) -> LlavaForConditionalGeneration:
         vision = CLIPVisionConfig(
