@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
+import gymnasium
 import pytest
 import torch
 
@@ -129,3 +131,41 @@ def test_g_opd_lambda_trains_against_a_reference_for_agents(tiny_agents, tmp_pat
     with pytest.raises(UserError, match="teacher.reference: path not found"):
         bad = {"teacher.reference": str(tmp_path / "missing")}
         Trainer(load_config(None, _overrides(tiny_agents, tmp_path / "b", **bad), schema_for))
+
+
+def _user_env_args(root, out, **extra):
+    """The CLI overrides of `_overrides` for an env other than ToolCalc (no domain, no ToolCalc kwargs)."""
+    return [a for a in _overrides(root, out, **extra)[1:] if not a.startswith("env.kwargs")]
+
+
+@pytest.mark.parametrize("env_id", ["agent_user_envs:UserEcho-v0", "agent_user_envs/Echo-v0"])
+def test_a_user_registered_env_trains_from_the_cli(tiny_agents, tmp_path, monkeypatch, env_id):
+    # a fresh `uopd` process: the user's module is not imported and its ids are not registered
+    monkeypatch.delitem(sys.modules, "agent_user_envs", raising=False)
+    for registered in ("UserEcho-v0", "agent_user_envs/Echo-v0"):
+        monkeypatch.delitem(gymnasium.registry, registered, raising=False)
+    config = tmp_path / "c.yaml"
+    config.write_text("domain: agent\n")
+    extra = {"env.id": env_id, "trainer.max_steps": 2, "eval.kl": False}
+    assert main(["train", str(config), *_user_env_args(tiny_agents, tmp_path / "run", **extra)]) == 0
+    assert "agent_user_envs" in sys.modules
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 2 and "success_rate" in summary["after"]
+
+
+@pytest.mark.parametrize(
+    "env_id, message",
+    [
+        ("CartPole-v1", "env.id: CartPole-v1 is not a text environment: the agent domain needs observation_space and "
+         "action_space to be gymnasium.spaces.Text"),
+        ("no_such_user_module:Echo-v0", "env.id: 'no_such_user_module:Echo-v0' names module 'no_such_user_module'"),
+        ("no_such_user_module/Echo-v0", "env.id: unknown environment 'no_such_user_module/Echo-v0'"),
+    ],
+)
+def test_cli_non_text_or_missing_user_env_exits_2(tiny_agents, tmp_path, capsys, env_id, message):
+    config = tmp_path / "c.yaml"
+    config.write_text("domain: agent\n")
+    assert main(["train", str(config), *_user_env_args(tiny_agents, tmp_path / "run", **{"env.id": env_id})]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()

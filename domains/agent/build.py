@@ -13,7 +13,8 @@ from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths
 
 from .config import check
-from .episodes import Limits, env_factory
+from .env_ids import env_factory
+from .episodes import Limits
 from .evaluate import make_evaluator
 from .policy import AgentPolicy
 from .teachers import teacher_context

@@ -19,7 +19,6 @@ import gymnasium
 import torch
 
 from unified_opd.domains.lm import Sampling, sample
-from unified_opd.errors import ConfigError
 
 from .transcript import Transcript
 
@@ -52,26 +51,6 @@ class Episode:
 
 class EnvFailure(Exception):
     """The env raised or returned something that is not a gymnasium step."""
-
-
-def env_factory(env_id: str, kwargs: Dict[str, Any]) -> Callable[[], gymnasium.Env]:
-    """A checked `() -> env`; an unknown id or bad kwargs is a ConfigError naming the field."""
-    import unified_opd.envs  # noqa: F401  (registers the uopd/ ids)
-
-    if env_id not in gymnasium.registry:
-        ids = sorted(i for i in gymnasium.registry if i.startswith("uopd/"))
-        raise ConfigError(f"env.id: unknown environment {env_id!r} (registered uopd ids: {', '.join(ids)})")
-
-    def make() -> gymnasium.Env:
-        return gymnasium.make(env_id, disable_env_checker=True, **kwargs)
-
-    try:
-        make().close()
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"env.kwargs: {env_id} rejects {dict(kwargs)}: {e}") from e
-    except Exception as e:  # whatever a broken env raises, the user must learn which env it was
-        raise ConfigError(f"env.id: {env_id} cannot be created: {type(e).__name__}: {e}") from e
-    return make
 
 
 def checked_step(env: gymnasium.Env, action: str) -> Tuple[str, float, bool, bool, dict]:

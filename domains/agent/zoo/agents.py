@@ -41,7 +41,8 @@ from unified_opd.envs import CHARSET
 from unified_opd.supervised import SupervisedPlan, fit, model_loss
 from unified_opd.zoo import console, register_zoo
 
-from ..episodes import Limits, env_factory, run_episodes, summarise
+from ..env_ids import env_factory
+from ..episodes import Limits, run_episodes, summarise
 from ..transcript import PlainFormat, Transcript
 
 # A word is lower-case letters, optionally with a `:number` tail: a KeyDoor exit `s:3` is then
