@@ -169,3 +169,45 @@ def test_cli_non_text_or_missing_user_env_exits_2(tiny_agents, tmp_path, capsys,
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_tw_make_game_file_trains_from_the_cli(tmp_path, capsys):
+    pytest.importorskip("textworld")
+    from textworld_fixtures import tw_make
+
+    game = tw_make(tmp_path / "game.z8", seed=1)
+    env = gymnasium.make("uopd/TextWorld-v0", game_file=str(game))
+    first, info = env.reset(seed=0)
+    env.close()
+    # observations list the admissible commands (~100 tokens with this game's words): a context of 1024
+    tok = zoo.build_tokenizer([first, info["expert_action"]])
+    spec = zoo.ModelSpec(hidden=16, layers=1, heads=2, steps=0, context=1024)
+    for name, seed in (("teacher", 1), ("student", 2)):
+        torch.manual_seed(seed)
+        spec.build(tok).save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    config = tmp_path / "c.yaml"
+    config.write_text("domain: agent\n")
+    extra = {"env.id": "uopd/TextWorld-v0", "env.kwargs.game_file": str(game), "trainer.max_steps": 2,
+             "rollout.batch_size": 2, "eval.episodes": 2, "eval.batch_size": 2}
+    assert main(["train", str(config), *_user_env_args(tmp_path, tmp_path / "run", **extra)]) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["after"]["context_overflow"] == 0.0
+    logged = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl")]
+    assert any(x.get("episode/mean_turns", 0) >= 1 for x in logged)
+
+
+def test_held_out_episodes_use_env_eval_kwargs(tiny_agents, tmp_path, monkeypatch):
+    from unified_opd.domains.agent import policy as agent_policy
+
+    played = []
+    real = agent_policy.run_episodes
+
+    def spy(lm, tok, fmt, make_env, seeds, *rest):
+        played.append((make_env.kwargs["n_items"], min(seeds) >= 1_000_000))
+        return real(lm, tok, fmt, make_env, seeds, *rest)
+
+    monkeypatch.setattr(agent_policy, "run_episodes", spy)
+    extra = {"env.eval_kwargs.n_items": 6, "trainer.max_steps": 1, "eval.kl": False}
+    Trainer(load_config(None, _overrides(tiny_agents, tmp_path / "run", **extra), schema_for)).train()
+    assert {n for n, held_out in played if held_out} == {6} and {n for n, held_out in played if not held_out} == {4}

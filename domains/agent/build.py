@@ -23,7 +23,10 @@ from .transcript import make_format
 
 def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     check(cfg)
-    make_env = env_factory(cfg.env.id, OmegaConf.to_container(cfg.env.kwargs, resolve=True))
+    kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)
+    make_env = env_factory(cfg.env.id, kwargs)
+    eval_kwargs = OmegaConf.to_container(cfg.env.eval_kwargs, resolve=True)
+    make_eval_env = env_factory(cfg.env.id, {**kwargs, **eval_kwargs}) if eval_kwargs else make_env
     reference_path = None if cfg.teacher.reference == "student" else cfg.teacher.reference
     t = cfg.teacher
     check_local_paths(
@@ -55,7 +58,9 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
         policy=policy,
         teacher=built.teacher,
         train_records=list(range(start, start + cfg.env.train_seeds)),
-        evaluate=make_evaluator(eval_seeds, built.eval_teacher, cfg, built.model.module.lm if built.model else None),
+        evaluate=make_evaluator(
+            eval_seeds, built.eval_teacher, cfg, built.model.module.lm if built.model else None, make_eval_env
+        ),
         reference=build_reference(teachers),
         # no extra term: the hook carries the last rollout's episode figures (success, turns,
         # context overflows, env failures) into the training metrics without a core change
