@@ -7,7 +7,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from unified_opd.domain import Components
-from unified_opd.domains.lm import Sampling, load_causal_lm, max_context
+from unified_opd.domains.lm import Sampling, load_causal_lm, max_context, stop_ids
 from unified_opd.errors import ConfigError
 from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths
@@ -40,7 +40,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     s, r = cfg.student, cfg.rollout
     device = accelerator.device
     lm, tok = load_causal_lm(s.path, s.dtype, s.trust_remote_code, "student")
-    fmt = make_format(tok, r.chat_template, r.system_prompt)
+    stops = [tok.decode([i]) for i in stop_ids(tok, lm)]
+    fmt = make_format(tok, r.chat_template, r.system_prompt, stops, make_env.tools)
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
     # the episode limits depend on the teachers' context lengths, and loading a teacher needs the
     # policy (vocabulary check, self-views): the limits are set once the teachers are loaded
