@@ -14,7 +14,12 @@ Kwargs:
 * `observe_room` (default True): append the current room's description (ScienceWorld's
   `look`) to every observation, so the agent sees what is there without spending a turn on
   `look around`;
-* `max_turns` (default 30) and `step_limit` (the simulator's own move limit, default 1000).
+* `gold_path` (default True): have ScienceWorld generate the gold sequence at every reset (the
+  expert; up to seconds per load). With False resets are faster, and there is no expert
+  (`info` carries no `expert_action`; `expert_action()` raises);
+* `max_turns` (default 30), `step_limit` (the simulator's own move limit, default 1000) and
+  `java_heap_mb` (each simulator JVM's maximum heap, default 512: Java's default of a quarter
+  of the RAM made each one ~2 GB resident, and a batch runs one per episode).
 
 Episodes: a reset with seed s plays task `tasks[s % n]` at variation `split[(s // n) % size]`,
 so consecutive seeds cycle through the tasks and then the variations (seeds beyond the
@@ -45,6 +50,7 @@ to a process-wide pool and the next env made takes it from there.
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from .text_env import TextEnv
@@ -55,12 +61,26 @@ _POOL: list = []  # idle simulators (ScienceWorldEnv objects)
 _SPLITS: dict = {}  # (task, split) -> its variations: loading a task to ask costs up to a second
 
 
-def _simulator(step_limit: int):
+def _launch(heap_mb: int):
     try:
         from scienceworld import ScienceWorldEnv
     except ImportError as e:
         raise ImportError(INSTALL_HINT) from e
-    sim = _POOL.pop() if _POOL else ScienceWorldEnv("", envStepLimit=step_limit)
+    # scienceworld passes no JVM options; Java's default heap (a quarter of the RAM, ~2 GB
+    # resident here) times one simulator per running episode would not fit the machine
+    before = os.environ.get("JAVA_TOOL_OPTIONS")
+    os.environ["JAVA_TOOL_OPTIONS"] = f"{before or ''} -Xmx{heap_mb}m".strip()
+    try:
+        return ScienceWorldEnv("")
+    finally:
+        if before is None:
+            del os.environ["JAVA_TOOL_OPTIONS"]
+        else:
+            os.environ["JAVA_TOOL_OPTIONS"] = before
+
+
+def _simulator(step_limit: int, heap_mb: int):
+    sim = _POOL.pop() if _POOL else _launch(heap_mb)
     sim.envStepLimit = step_limit
     return sim
 
@@ -93,21 +113,23 @@ class ScienceWorldEnv(TextEnv):
         split: str = "train",
         simplification: str = "",
         observe_room: bool = True,
+        gold_path: bool = True,
         max_turns: int = 30,
         step_limit: int = 1000,
+        java_heap_mb: int = 512,
         render_mode: str | None = None,
     ):
         if split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
         super().__init__(max_turns=max_turns, invalid_penalty=0.0, obs_max_length=8192, action_max_length=256, render_mode=render_mode)
         self.tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-        self._sim = _simulator(step_limit)
+        self._sim = _simulator(step_limit, java_heap_mb)
         known = list(self._sim.get_task_names())
         unknown = [t for t in self.tasks if t not in known]
         if not self.tasks or unknown:
             self.close()
             raise ValueError(f"tasks: unknown ScienceWorld task(s) {unknown or self.tasks}; available: {', '.join(known)}")
-        self.split, self.simplification, self.observe_room = split, simplification, observe_room
+        self.split, self.simplification, self.observe_room, self.gold_path = split, simplification, observe_room, gold_path
         self._splits = {t: _variations(self._sim, t, split) for t in self.tasks}
         self._seed = -1
 
@@ -124,8 +146,8 @@ class ScienceWorldEnv(TextEnv):
 
     def _start(self) -> str:
         self.task, self.variation = self.episode(self._seed)
-        self._sim.load(self.task, self.variation, self.simplification, generateGoldPath=True)
-        self.gold = list(self._sim.get_gold_action_sequence())
+        self._sim.load(self.task, self.variation, self.simplification, generateGoldPath=self.gold_path)
+        self.gold = list(self._sim.get_gold_action_sequence()) if self.gold_path else []
         self._followed = 0  # gold actions followed so far
         obs, info = self._sim.reset()
         self._score = 0
@@ -146,7 +168,14 @@ class ScienceWorldEnv(TextEnv):
         return self._with_room(obs.strip(), info), reward, bool(completed)
 
     def expert_action(self) -> str:
+        if not self.gold_path:
+            raise RuntimeError("ScienceWorld env made with gold_path=False has no expert")
         return self.gold[self._followed] if self._followed < len(self.gold) else "look around"
+
+    def _info(self) -> dict:
+        if self.gold_path:
+            return super()._info()
+        return {"turn": self._turn, "success": self._success}
 
     def close(self):
         if getattr(self, "_sim", None) is not None:

@@ -211,3 +211,25 @@ def test_held_out_episodes_use_env_eval_kwargs(tiny_agents, tmp_path, monkeypatc
     extra = {"env.eval_kwargs.n_items": 6, "trainer.max_steps": 1, "eval.kl": False}
     Trainer(load_config(None, _overrides(tiny_agents, tmp_path / "run", **extra), schema_for)).train()
     assert {n for n, held_out in played if held_out} == {6} and {n for n, held_out in played if not held_out} == {4}
+
+
+@pytest.mark.slow
+def test_scienceworld_trains_from_the_cli_and_evaluates_on_test_variations(tmp_path, capsys):
+    pytest.importorskip("scienceworld")
+    kwargs = {"tasks": "lifespan-longest-lived", "max_turns": 3, "gold_path": False}
+    env = gymnasium.make("uopd/ScienceWorld-v0", **kwargs)
+    first, _ = env.reset(seed=0)
+    env.close()
+    tok = zoo.build_tokenizer([first, "open door to kitchen go to outside focus on"])
+    spec = zoo.ModelSpec(hidden=16, layers=1, heads=2, steps=0, context=2048)
+    for name, seed in (("teacher", 1), ("student", 2)):
+        torch.manual_seed(seed)
+        spec.build(tok).save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    config = tmp_path / "c.yaml"
+    config.write_text("domain: agent\nenv:\n  kwargs: " + json.dumps(kwargs) + "\n")
+    extra = {"env.id": "uopd/ScienceWorld-v0", "env.eval_kwargs.split": "test", "trainer.max_steps": 1,
+             "rollout.batch_size": 2, "rollout.outcome": "return", "eval.episodes": 2, "eval.batch_size": 2}
+    assert main(["train", str(config), *_user_env_args(tmp_path, tmp_path / "run", **extra)]) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 1 and summary["after"]["env_failures"] == 0.0

@@ -1,6 +1,7 @@
 """`uopd/ScienceWorld-v0` on ScienceWorld's simulator: the task/variation split, score as reward,
 the gold sequence as expert. Skipped without the scienceworld package or Java."""
 
+import os
 import shutil
 
 import gymnasium as gym
@@ -72,3 +73,15 @@ def test_bad_kwargs_name_them_and_closed_simulators_are_reused():
     again = gym.make("uopd/ScienceWorld-v0")
     assert again.unwrapped._sim is sim
     again.close()
+
+
+def test_a_simulators_heap_is_capped_without_changing_this_process_env(monkeypatch):
+    monkeypatch.setattr(scienceworld_env, "_POOL", [])  # force a fresh JVM
+    monkeypatch.delenv("JAVA_TOOL_OPTIONS", raising=False)
+    env = gym.make("uopd/ScienceWorld-v0", java_heap_mb=256)
+    java = env.unwrapped._sim._gateway.java_process.pid
+    with open(f"/proc/{java}/environ", "rb") as f:
+        assert b"JAVA_TOOL_OPTIONS=-Xmx256m" in f.read().split(b"\0")
+    assert "JAVA_TOOL_OPTIONS" not in os.environ
+    env.unwrapped._sim.close()  # not pooled: this test's pool is thrown away
+    env.unwrapped._sim = None
