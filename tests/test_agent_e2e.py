@@ -171,6 +171,16 @@ def test_cli_non_text_or_missing_user_env_exits_2(tiny_agents, tmp_path, capsys,
     assert not (tmp_path / "run").exists()
 
 
+def _untrained_pair(root, texts, context: int) -> None:
+    """root/teacher and root/student: untrained tiny Llamas over a tokenizer of `texts`' words."""
+    tok = zoo.build_tokenizer(texts)
+    spec = zoo.ModelSpec(hidden=16, layers=1, heads=2, steps=0, context=context)
+    for name, seed in (("teacher", 1), ("student", 2)):
+        torch.manual_seed(seed)
+        spec.build(tok).save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+
+
 def test_a_tw_make_game_file_trains_from_the_cli(tmp_path, capsys):
     pytest.importorskip("textworld")
     from textworld_fixtures import tw_make
@@ -180,12 +190,7 @@ def test_a_tw_make_game_file_trains_from_the_cli(tmp_path, capsys):
     first, info = env.reset(seed=0)
     env.close()
     # observations list the admissible commands (~100 tokens with this game's words): a context of 1024
-    tok = zoo.build_tokenizer([first, info["expert_action"]])
-    spec = zoo.ModelSpec(hidden=16, layers=1, heads=2, steps=0, context=1024)
-    for name, seed in (("teacher", 1), ("student", 2)):
-        torch.manual_seed(seed)
-        spec.build(tok).save_pretrained(tmp_path / name)
-        tok.save_pretrained(tmp_path / name)
+    _untrained_pair(tmp_path, [first, info["expert_action"]], context=1024)
     config = tmp_path / "c.yaml"
     config.write_text("domain: agent\n")
     extra = {"env.id": "uopd/TextWorld-v0", "env.kwargs.game_file": str(game), "trainer.max_steps": 2,
@@ -220,12 +225,7 @@ def test_scienceworld_trains_from_the_cli_and_evaluates_on_test_variations(tmp_p
     env = gymnasium.make("uopd/ScienceWorld-v0", **kwargs)
     first, _ = env.reset(seed=0)
     env.close()
-    tok = zoo.build_tokenizer([first, "open door to kitchen go to outside focus on"])
-    spec = zoo.ModelSpec(hidden=16, layers=1, heads=2, steps=0, context=2048)
-    for name, seed in (("teacher", 1), ("student", 2)):
-        torch.manual_seed(seed)
-        spec.build(tok).save_pretrained(tmp_path / name)
-        tok.save_pretrained(tmp_path / name)
+    _untrained_pair(tmp_path, [first, "open door to kitchen go to outside focus on"], context=2048)
     config = tmp_path / "c.yaml"
     config.write_text("domain: agent\nenv:\n  kwargs: " + json.dumps(kwargs) + "\n")
     extra = {"env.id": "uopd/ScienceWorld-v0", "env.eval_kwargs.split": "test", "trainer.max_steps": 1,
