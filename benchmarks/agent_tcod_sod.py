@@ -1,8 +1,9 @@
-"""Multi-turn OPD on KeyDoor (depth 6) and Shop: vanilla OPD vs TCOD vs SOD vs TCOD+SOD.
+"""Multi-turn OPD on KeyDoor (depth 6), Shop and ScienceWorld: vanilla OPD vs TCOD vs SOD vs TCOD+SOD.
 
 Every method gets the same rollout budget (`rollout.batch_size` episodes x `trainer.max_steps`
-steps, same seeds); only `objective.weights` differs. Success rates are greedy, on held-out env
-seeds. Writes a markdown table to docs/benchmarks/agent.md.
+steps, same seeds); only `objective.weights` differs. Figures are greedy, on held-out env seeds:
+success rate, and for ScienceWorld the mean score / 100 (`mean_return`) on its test variations.
+Writes a markdown table to docs/benchmarks/agent.md.
 
     python benchmarks/agent_tcod_sod.py                    # 3 seeds, both envs
     python benchmarks/agent_tcod_sod.py --envs keydoor --seeds 0 --steps 10   # a quick look
@@ -27,7 +28,16 @@ from unified_opd.evaluate import run_eval
 from unified_opd.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {"keydoor": "configs/agent/opd_keydoor.yaml", "shop": "configs/agent/opd_shop.yaml"}
+CONFIGS = {
+    "keydoor": "configs/agent/opd_keydoor.yaml",
+    "shop": "configs/agent/opd_shop.yaml",
+    "scienceworld": "configs/agent/opd_scienceworld.yaml",
+}
+METRICS = {"scienceworld": "mean_return"}  # ScienceWorld's score is partial credit; the others succeed or not
+
+
+def metric(env: str) -> str:
+    return METRICS.get(env, "success_rate")
 
 
 def config(env: str):
@@ -92,7 +102,7 @@ def main() -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="train only these (the table needs all)")
     p.add_argument("--steps", type=int, default=0, help="training steps per run (0: each config's trainer.max_steps)")
-    p.add_argument("--episodes", type=int, default=100, help="held-out episodes per evaluation")
+    p.add_argument("--episodes", type=int, default=0, help="held-out episodes per evaluation (0: each config's eval.episodes)")
     p.add_argument("--runs", default="runs/bench_agent")
     p.add_argument("--out", default="docs/benchmarks/agent.md")
     args = p.parse_args()
@@ -100,19 +110,20 @@ def main() -> int:
     partial = set(args.methods) != set(METHODS)
     rows, steps, training_seconds = [], {}, 0.0
     for env in args.envs:
-        base = baseline(env, args.episodes, Path(args.runs) / env / "baseline.json")
+        episodes = args.episodes or int(config(env).eval.episodes)
+        base = baseline(env, episodes, Path(args.runs) / env / "baseline.json")
         results = {}
         steps[env] = args.steps or int(config(env).trainer.max_steps)
         for name, weights in methods(env).items():
             if name not in args.methods:
                 continue
-            runs = [train_once(env, weights, seed, steps[env], args.episodes, Path(args.runs) / env / f"{name}_s{seed}") for seed in args.seeds]
-            results[name] = [r["after"]["success_rate"] for r in runs]
+            runs = [train_once(env, weights, seed, steps[env], episodes, Path(args.runs) / env / f"{name}_s{seed}") for seed in args.seeds]
+            results[name] = [r["after"][metric(env)] for r in runs]
             training_seconds += sum(r["train_seconds"] for r in runs)
             print(f"{env} {name}: {results[name]}", file=sys.stderr)
         if partial:
             continue
-        before, teacher = base["success_rate"], base["teacher_success_rate"]
+        before, teacher = base[metric(env)], base[f"teacher_{metric(env)}"]
         opd = statistics.mean(results["OPD"])
         gap = (opd - before) / (teacher - before) if teacher > before else float("nan")
         rows.append((env, before, results, teacher, gap))
@@ -123,7 +134,8 @@ def main() -> int:
     lines = [
         "# Agent domain: multi-turn OPD, TCOD and SOD",
         "",
-        f"Greedy success rate on {args.episodes} held-out env seeds, mean ± std over training seeds "
+        "Greedy success rate (ScienceWorld: mean score / 100) on each config's held-out episodes "
+        f"(`--episodes {args.episodes}`: 0 = the config's eval.episodes), mean ± std over training seeds "
         f"{args.seeds}; every method used the same rollout budget ({budget}, "
         "sampled at temperature 1) and the JSD divergence (β = 0.5). TCOD: `k0=2`, k grows to the turn "
         "limit over the first half of training; SOD: `tau=0.2`. Gap closed = (OPD − student) / (teacher − student).",
@@ -143,7 +155,7 @@ def main() -> int:
         f"--seeds {' '.join(map(str, args.seeds))}` on a shared 2-core CPU; the runs' training steps took "
         f"{training_seconds / 60:.0f} minutes in all (the `train_seconds` of each run's summary.json; runs reused "
         f"from `--runs` count), this call {minutes:.0f} minutes, "
-        "with the zoo models of `uopd zoo build keydoor` and `uopd zoo build shop`.",
+        f"with the zoo models of `uopd zoo build {'`, `uopd zoo build '.join(args.envs)}`.",
         "",
     ]
     out = Path(args.out)

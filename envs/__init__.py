@@ -1,7 +1,8 @@
 """Gymnasium text environments for multi-turn agent distillation.
 
-Importing this package registers `uopd/KeyDoor-v0`, `uopd/Shop-v0`, `uopd/ToolCalc-v0` and
-`uopd/TextWorld-v0` (the last needs `pip install unified_opd[textworld]` when made). Each env
+Importing this package registers `uopd/KeyDoor-v0`, `uopd/Shop-v0`, `uopd/ToolCalc-v0`,
+`uopd/TextWorld-v0` and `uopd/ScienceWorld-v0` (the last two need `pip install
+unified_opd[textworld]` / `unified_opd[scienceworld]` when made). Each env
 has string observations and actions, a `max_turns` truncation, `info["success"]`, and a scripted
 expert: `expert_action(env)` (or `env.unwrapped.expert_action()`, also in
 `info["expert_action"]` while the episode runs). Each module's docstring gives its grammar.

@@ -11,6 +11,7 @@ ENTRY_POINTS = {
     "uopd/Shop-v0": "unified_opd.envs.shop:ShopEnv",
     "uopd/ToolCalc-v0": "unified_opd.envs.toolcalc:ToolCalcEnv",
     "uopd/TextWorld-v0": "unified_opd.envs.textworld_env:TextWorldEnv",
+    "uopd/ScienceWorld-v0": "unified_opd.envs.scienceworld_env:ScienceWorldEnv",
 }
 
 
@@ -18,7 +19,7 @@ def register_all() -> None:
     """Register every id once; a second import (or reload) leaves the registry untouched."""
     for env_id, entry_point in ENTRY_POINTS.items():
         if env_id not in gymnasium.registry:
-            # Entry points are strings so that TextWorld is imported only when its env is made.
+            # Entry points are strings so that TextWorld and ScienceWorld are imported only when their env is made.
             gymnasium.register(id=env_id, entry_point=entry_point, disable_env_checker=False)
 
 

@@ -12,6 +12,14 @@ Every action is one JSON object (nothing else on the line):
     {"tool": "calculator", "expr": "12*3"}    -> result: 36      (numbers, + - * / // % and ())
     {"answer": "36"}                          -> correct. / wrong, the answer was 36.
 
+With `call_format="openai"` the env declares its tools in OpenAI's shape (`env.unwrapped.tools`,
+rendered by a chat template; see `tool_calls`) and the agent calls them as functions; any
+message that is not a call is its final answer (the number it says)::
+
+    {"name": "lookup", "arguments": {"key": "tea"}}             -> result: 12
+    <tool_call>{"name": "calculator", "arguments": {"expr": "12*3"}}</tool_call>   (tags optional)
+    36                                                           -> correct.
+
 Errors are observations, never exceptions: `error: invalid json`, `error: unknown tool 'x'`,
 `error: lookup needs "key"`, `error: unknown key 'x'`, `error: bad expression`, ...
 
@@ -25,15 +33,22 @@ calculator on the question's expression, answer (`n_lookups + 2` actions from th
 from __future__ import annotations
 
 import json
+import re
 
 from .calculator import evaluate, format_number
 from .text_env import TextEnv
+from .tool_calls import function_call, function_tool, parse_function_call, tool_names
 
 ITEMS = (
     "apples", "pears", "bread", "milk", "eggs", "rice", "tea", "coffee",
     "cheese", "honey", "jam", "butter", "soap", "pens", "socks", "candles",
 )
 OPS = {"plus": "+", "minus": "-", "times": "*"}
+CALL_FORMATS = ("json", "openai")
+TOOLS = [
+    function_tool("lookup", "The price of one item, in dollars.", key="the item's name, e.g. apples"),
+    function_tool("calculator", "The value of an arithmetic expression.", expr="numbers, + - * / // % and (), e.g. 12*3"),
+]
 
 
 def tool_call(tool: str, **args: str) -> str:
@@ -45,12 +60,15 @@ class ToolCalcEnv(TextEnv):
         self,
         n_lookups: int = 1,
         n_items: int = 8,
+        call_format: str = "json",
         max_turns: int | None = None,
         invalid_penalty: float = 0.1,
         render_mode: str | None = None,
     ):
         if not 1 <= n_lookups <= n_items <= len(ITEMS):
             raise ValueError(f"need 1 <= n_lookups <= n_items <= {len(ITEMS)}, got {n_lookups}, {n_items}")
+        if call_format not in CALL_FORMATS:
+            raise ValueError(f"call_format: expected one of {CALL_FORMATS}, got {call_format!r}")
         super().__init__(
             max_turns=max_turns if max_turns is not None else n_lookups + 6,
             invalid_penalty=invalid_penalty,
@@ -60,6 +78,9 @@ class ToolCalcEnv(TextEnv):
         )
         self.n_lookups = n_lookups
         self.n_items = n_items
+        self.call_format = call_format
+        # only an env that takes function calls declares tools (a chat template then shows them)
+        self.tools = TOOLS if call_format == "openai" else None
 
     def _start(self) -> str:
         rng = self.np_random
@@ -82,6 +103,8 @@ class ToolCalcEnv(TextEnv):
         return f"question: {self.question}"
 
     def _act(self, action: str) -> tuple[str, float, bool]:
+        if self.tools:
+            return self._act_openai(action)
         try:
             call = json.loads(action)
         except (ValueError, RecursionError):
@@ -96,6 +119,14 @@ class ToolCalcEnv(TextEnv):
         if tool == "calculator":
             return self._calculate(call.get("expr"))
         return self._error(f"unknown tool {str(tool)[:20]!r}" if "tool" in call else 'missing "tool" or "answer"')
+
+    def _act_openai(self, action: str) -> tuple[str, float, bool]:
+        call = parse_function_call(action, tool_names(self.tools))
+        if call is None:
+            numbers = re.findall(r"-?\d+(?:\.\d+)?", action)
+            return self._final(numbers[-1] if numbers else action)
+        name, arguments = call
+        return self._lookup(arguments.get("key")) if name == "lookup" else self._calculate(arguments.get("expr"))
 
     def _error(self, message: str) -> tuple[str, float, bool]:
         return f"error: {message}", -self.invalid_penalty, False
@@ -130,9 +161,10 @@ class ToolCalcEnv(TextEnv):
         return f"wrong, the answer was {self.answer}.", 0.0, True
 
     def expert_action(self) -> str:
+        call = function_call if self.tools else tool_call
         for name in self.needed:
             if name not in self.seen_keys:
-                return tool_call("lookup", key=name)
+                return call("lookup", key=name)
         if self.answer not in self.seen_results:
-            return tool_call("calculator", expr=self.template.format(**self.prices))
-        return json.dumps({"answer": self.answer})
+            return call("calculator", expr=self.template.format(**self.prices))
+        return self.answer if self.tools else json.dumps({"answer": self.answer})

@@ -11,7 +11,8 @@ import torch
 from transformers import LlamaConfig
 
 from unified_opd.domains.agent.zoo import agents as zoo
-from unified_opd.domains.agent.episodes import Limits, checked_step, env_factory, run_episodes
+from unified_opd.domains.agent.env_ids import env_factory
+from unified_opd.domains.agent.episodes import Limits, checked_step, run_episodes
 from unified_opd.domains.agent.policy import episodes_rollout
 from unified_opd.domains.agent.transcript import ChatFormat, PlainFormat, make_format
 from unified_opd.domains.agent.weights import depth_weights, tcod_depth, turn_softmax_weights

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
+import gymnasium
 import pytest
 import torch
 
@@ -128,3 +130,105 @@ def test_g_opd_lambda_trains_against_a_reference_for_agents(tiny_agents, tmp_pat
     with pytest.raises(UserError, match="teacher.reference: path not found"):
         bad = {"teacher.reference": str(tmp_path / "missing")}
         Trainer(load_config(None, _overrides(tiny_agents, tmp_path / "b", **bad), schema_for))
+
+
+def _user_env_args(root, out, **extra):
+    """The CLI overrides of `_overrides` for an env other than ToolCalc (no domain, no ToolCalc kwargs)."""
+    return [a for a in _overrides(root, out, **extra)[1:] if not a.startswith("env.kwargs")]
+
+
+@pytest.mark.parametrize("env_id", ["agent_user_envs:UserEcho-v0", "agent_user_envs/Echo-v0"])
+def test_a_user_registered_env_trains_from_the_cli(tiny_agents, tmp_path, monkeypatch, env_id):
+    # a fresh `uopd` process: the user's module is not imported and its ids are not registered
+    monkeypatch.delitem(sys.modules, "agent_user_envs", raising=False)
+    for registered in ("UserEcho-v0", "agent_user_envs/Echo-v0"):
+        monkeypatch.delitem(gymnasium.registry, registered, raising=False)
+    config = tmp_path / "c.yaml"
+    config.write_text("domain: agent\n")
+    extra = {"env.id": env_id, "trainer.max_steps": 2, "eval.kl": False}
+    assert main(["train", str(config), *_user_env_args(tiny_agents, tmp_path / "run", **extra)]) == 0
+    assert "agent_user_envs" in sys.modules
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 2 and "success_rate" in summary["after"]
+
+
+@pytest.mark.parametrize(
+    "env_id, message",
+    [
+        ("CartPole-v1", "env.id: CartPole-v1 is not a text environment: the agent domain needs observation_space and "
+         "action_space to be gymnasium.spaces.Text"),
+        ("no_such_user_module:Echo-v0", "env.id: 'no_such_user_module:Echo-v0' names module 'no_such_user_module'"),
+        ("no_such_user_module/Echo-v0", "env.id: unknown environment 'no_such_user_module/Echo-v0'"),
+    ],
+)
+def test_cli_non_text_or_missing_user_env_exits_2(tiny_agents, tmp_path, capsys, env_id, message):
+    config = tmp_path / "c.yaml"
+    config.write_text("domain: agent\n")
+    assert main(["train", str(config), *_user_env_args(tiny_agents, tmp_path / "run", **{"env.id": env_id})]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def _untrained_pair(root, texts, context: int) -> None:
+    """root/teacher and root/student: untrained tiny Llamas over a tokenizer of `texts`' words."""
+    tok = zoo.build_tokenizer(texts)
+    spec = zoo.ModelSpec(hidden=16, layers=1, heads=2, steps=0, context=context)
+    for name, seed in (("teacher", 1), ("student", 2)):
+        torch.manual_seed(seed)
+        spec.build(tok).save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+
+
+def test_a_tw_make_game_file_trains_from_the_cli(tmp_path, capsys):
+    pytest.importorskip("textworld")
+    from textworld_fixtures import tw_make
+
+    game = tw_make(tmp_path / "game.z8", seed=1)
+    env = gymnasium.make("uopd/TextWorld-v0", game_file=str(game))
+    first, info = env.reset(seed=0)
+    env.close()
+    # observations list the admissible commands (~100 tokens with this game's words): a context of 1024
+    _untrained_pair(tmp_path, [first, info["expert_action"]], context=1024)
+    config = tmp_path / "c.yaml"
+    config.write_text("domain: agent\n")
+    extra = {"env.id": "uopd/TextWorld-v0", "env.kwargs.game_file": str(game), "trainer.max_steps": 2,
+             "rollout.batch_size": 2, "eval.episodes": 2, "eval.batch_size": 2}
+    assert main(["train", str(config), *_user_env_args(tmp_path, tmp_path / "run", **extra)]) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["after"]["context_overflow"] == 0.0
+    logged = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl")]
+    assert any(x.get("episode/mean_turns", 0) >= 1 for x in logged)
+
+
+def test_held_out_episodes_use_env_eval_kwargs(tiny_agents, tmp_path, monkeypatch):
+    from unified_opd.domains.agent import policy as agent_policy
+
+    played = []
+    real = agent_policy.run_episodes
+
+    def spy(lm, tok, fmt, make_env, seeds, *rest):
+        played.append((make_env.kwargs["n_items"], min(seeds) >= 1_000_000))
+        return real(lm, tok, fmt, make_env, seeds, *rest)
+
+    monkeypatch.setattr(agent_policy, "run_episodes", spy)
+    extra = {"env.eval_kwargs.n_items": 6, "trainer.max_steps": 1, "eval.kl": False}
+    Trainer(load_config(None, _overrides(tiny_agents, tmp_path / "run", **extra), schema_for)).train()
+    assert {n for n, held_out in played if held_out} == {6} and {n for n, held_out in played if not held_out} == {4}
+
+
+@pytest.mark.slow
+def test_scienceworld_trains_from_the_cli_and_evaluates_on_test_variations(tmp_path, capsys):
+    pytest.importorskip("scienceworld")
+    kwargs = {"tasks": "lifespan-longest-lived", "max_turns": 3, "gold_path": False}
+    env = gymnasium.make("uopd/ScienceWorld-v0", **kwargs)
+    first, _ = env.reset(seed=0)
+    env.close()
+    _untrained_pair(tmp_path, [first, "open door to kitchen go to outside focus on"], context=2048)
+    config = tmp_path / "c.yaml"
+    config.write_text("domain: agent\nenv:\n  kwargs: " + json.dumps(kwargs) + "\n")
+    extra = {"env.id": "uopd/ScienceWorld-v0", "env.eval_kwargs.split": "test", "trainer.max_steps": 1,
+             "rollout.batch_size": 2, "rollout.outcome": "return", "eval.episodes": 2, "eval.batch_size": 2}
+    assert main(["train", str(config), *_user_env_args(tmp_path, tmp_path / "run", **extra)]) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 1 and summary["after"]["env_failures"] == 0.0

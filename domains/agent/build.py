@@ -7,13 +7,14 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from unified_opd.domain import Components
-from unified_opd.domains.lm import Sampling, load_causal_lm, load_student, max_context
+from unified_opd.domains.lm import Sampling, load_causal_lm, load_student, max_context, stop_ids
 from unified_opd.errors import ConfigError
 from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths
 
 from .config import check
-from .episodes import Limits, env_factory
+from .env_ids import env_factory
+from .episodes import Limits
 from .evaluate import make_evaluator
 from .policy import AgentPolicy
 from .teachers import teacher_context
@@ -22,7 +23,10 @@ from .transcript import make_format
 
 def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     check(cfg)
-    make_env = env_factory(cfg.env.id, OmegaConf.to_container(cfg.env.kwargs, resolve=True))
+    kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)
+    make_env = env_factory(cfg.env.id, kwargs)
+    eval_kwargs = OmegaConf.to_container(cfg.env.eval_kwargs, resolve=True)
+    make_eval_env = env_factory(cfg.env.id, {**kwargs, **eval_kwargs}) if eval_kwargs else make_env
     reference_path = None if cfg.teacher.reference == "student" else cfg.teacher.reference
     t = cfg.teacher
     check_local_paths(
@@ -36,7 +40,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     s, r = cfg.student, cfg.rollout
     device = accelerator.device
     lm, tok = load_student(s, lambda path: load_causal_lm(path, s.dtype, s.trust_remote_code, "student"))
-    fmt = make_format(tok, r.chat_template, r.system_prompt)
+    stops = [tok.decode([i]) for i in stop_ids(tok, lm)]
+    fmt = make_format(tok, r.chat_template, r.system_prompt, stops, make_env.tools)
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
     # the episode limits depend on the teachers' context lengths, and loading a teacher needs the
     # policy (vocabulary check, self-views): the limits are set once the teachers are loaded
@@ -54,7 +59,9 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
         policy=policy,
         teacher=built.teacher,
         train_records=list(range(start, start + cfg.env.train_seeds)),
-        evaluate=make_evaluator(eval_seeds, built.eval_teacher, cfg, built.model.module.lm if built.model else None),
+        evaluate=make_evaluator(
+            eval_seeds, built.eval_teacher, cfg, built.model.module.lm if built.model else None, make_eval_env
+        ),
         reference=build_reference(teachers),
         # no extra term: the hook carries the last rollout's episode figures (success, turns,
         # context overflows, env failures) into the training metrics without a core change

@@ -42,6 +42,8 @@ class TeacherConfig(CoreTeacherConfig):
 class EnvConfig:
     id: str = MISSING  # a registered gymnasium id, e.g. uopd/KeyDoor-v0
     kwargs: Dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
+    # merged over kwargs for the held-out episodes only (e.g. TextWorld's games_dir, ScienceWorld's split)
+    eval_kwargs: Dict[str, Any] = field(default_factory=dict)
     train_seed_start: int = 0  # training episodes reset with seeds [start, start + train_seeds)
     train_seeds: int = 10000
     eval_seed_start: int = 1_000_000  # held-out episodes use seeds [start, start + eval.episodes)

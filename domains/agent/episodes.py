@@ -18,8 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import gymnasium
 import torch
 
-from unified_opd.domains.lm import Sampling, sample
-from unified_opd.errors import ConfigError
+from unified_opd.domains.lm import Sampling, sample, stop_ids
 
 from .transcript import Transcript
 
@@ -54,26 +53,6 @@ class EnvFailure(Exception):
     """The env raised or returned something that is not a gymnasium step."""
 
 
-def env_factory(env_id: str, kwargs: Dict[str, Any]) -> Callable[[], gymnasium.Env]:
-    """A checked `() -> env`; an unknown id or bad kwargs is a ConfigError naming the field."""
-    import unified_opd.envs  # noqa: F401  (registers the uopd/ ids)
-
-    if env_id not in gymnasium.registry:
-        ids = sorted(i for i in gymnasium.registry if i.startswith("uopd/"))
-        raise ConfigError(f"env.id: unknown environment {env_id!r} (registered uopd ids: {', '.join(ids)})")
-
-    def make() -> gymnasium.Env:
-        return gymnasium.make(env_id, disable_env_checker=True, **kwargs)
-
-    try:
-        make().close()
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"env.kwargs: {env_id} rejects {dict(kwargs)}: {e}") from e
-    except Exception as e:  # whatever a broken env raises, the user must learn which env it was
-        raise ConfigError(f"env.id: {env_id} cannot be created: {type(e).__name__}: {e}") from e
-    return make
-
-
 def checked_step(env: gymnasium.Env, action: str) -> Tuple[str, float, bool, bool, dict]:
     """`env.step(action)`, turning any exception or malformed result into `EnvFailure`."""
     try:
@@ -105,9 +84,9 @@ def _start(ep: Episode, make_env: Callable, fmt, limits: Limits) -> None:
     _observe(ep, fmt, obs, limits)
 
 
-def _observe(ep: Episode, fmt, obs: str, limits: Limits) -> None:
+def _observe(ep: Episode, fmt, obs: str, limits: Limits, stopped: bool = True) -> None:
     """Append the context before the next action, or end the episode if it cannot fit."""
-    ids = fmt.context(ep.history, obs)
+    ids = fmt.context(ep.history, obs, stopped)
     if len(ep.transcript) + len(ids) + 1 > limits.max_tokens:
         ep.fail(f"{OVERFLOW}: the transcript would exceed {limits.max_tokens} tokens at turn {ep.turns}")
         return
@@ -132,7 +111,7 @@ def _act(ep: Episode, action_ids: List[int], text: str, limits: Limits, fmt, fin
     if terminated or truncated or (limits.max_turns and ep.turns >= limits.max_turns):
         ep.done = True
         return
-    _observe(ep, fmt, obs, limits)
+    _observe(ep, fmt, obs, limits, finished)
 
 
 def _left_pad(seqs: Sequence[List[int]], pad_id: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -142,24 +121,27 @@ def _left_pad(seqs: Sequence[List[int]], pad_id: int, device) -> Tuple[torch.Ten
     return ids, attn
 
 
-def _cut(generated: List[int], eos_id: Optional[int], room: int) -> Tuple[List[int], bool]:
-    """The action's tokens: up to and including the first EOS, at most `room`; finished iff EOS kept."""
-    if eos_id is not None and eos_id in generated:
-        generated = generated[: generated.index(eos_id) + 1]
+def _cut(generated: List[int], stops: Sequence[int], room: int) -> Tuple[List[int], bool]:
+    """The action's tokens: up to and including the first stop token, at most `room`; finished
+    iff a stop token was kept."""
+    end = next((i for i, t in enumerate(generated) if t in stops), None)
+    if end is not None:
+        generated = generated[: end + 1]
     generated = generated[:room]
-    return generated, bool(generated) and generated[-1] == eos_id
+    return generated, bool(generated) and generated[-1] in stops
 
 
 @torch.no_grad()
 def run_episodes(
     lm, tok, fmt, make_env: Callable, seeds: Sequence[int], sampling: Sampling, limits: Limits
 ) -> List[Episode]:
-    """Play one episode per seed with `lm` choosing every action."""
+    """Play one episode per seed with `lm` choosing every action; an action ends at the tokenizer's
+    EOS or any EOS id of `lm`'s generation config (a chat model's end-of-turn token)."""
     episodes = [Episode(seed=int(s)) for s in seeds]
     for ep in episodes:
         _start(ep, make_env, fmt, limits)
     device = next(lm.parameters()).device
-    pad, eos = tok.pad_token_id, tok.eos_token_id
+    pad, stops = tok.pad_token_id, stop_ids(tok, lm)
     while True:
         active = [ep for ep in episodes if not ep.done]
         if not active:
@@ -168,11 +150,11 @@ def run_episodes(
         ids, attn = _left_pad([ep.transcript.ids for ep in active], pad, device)
         new = min(limits.max_action_tokens, max(rooms))
         out = sample(
-            lm, ids, attn, new, eos, pad,
+            lm, ids, attn, new, stops, pad,
             temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, greedy=sampling.greedy,
         )[:, ids.shape[1] :]
         for ep, row, room in zip(active, out.tolist(), rooms):
-            action_ids, finished = _cut(row, eos, min(room, limits.max_action_tokens))
+            action_ids, finished = _cut(row, stops, min(room, limits.max_action_tokens))
             text = tok.decode(action_ids, skip_special_tokens=True).strip()
             _act(ep, action_ids, text, limits, fmt, finished)
     for ep in episodes:

@@ -4,7 +4,7 @@ agent tokens."""
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -16,8 +16,11 @@ from .episodes import summarise
 from .policy import AgentPolicy, episodes_rollout
 
 
-def make_evaluator(seeds: List[int], teacher: Teacher, cfg, teacher_lm=None) -> Callable[[AgentPolicy, int], Dict[str, float]]:
-    """Returns evaluate(policy, step); the teacher's own success needs one teacher model (`teacher_lm`)."""
+def make_evaluator(
+    seeds: List[int], teacher: Teacher, cfg, teacher_lm=None, make_env: Optional[Callable] = None
+) -> Callable[[AgentPolicy, int], Dict[str, float]]:
+    """Returns evaluate(policy, step) on `make_env()` envs (default: the training envs); the
+    teacher's own success needs one teacher model (`teacher_lm`)."""
     e, r = cfg.eval, cfg.rollout
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, greedy=e.greedy)
     reverse_kl = divergence("reverse_kl")
@@ -26,7 +29,7 @@ def make_evaluator(seeds: List[int], teacher: Teacher, cfg, teacher_lm=None) -> 
     def play_all(policy: AgentPolicy, lm) -> list:
         episodes = []
         for i in range(0, len(seeds), e.batch_size):
-            episodes += policy.play(seeds[i : i + e.batch_size], sampling, lm)
+            episodes += policy.play(seeds[i : i + e.batch_size], sampling, lm, make_env)
         return episodes
 
     @torch.no_grad()

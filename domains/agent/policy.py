@@ -51,9 +51,11 @@ class AgentPolicy(LMPolicy):
         self.last_metrics: Dict[str, float] = {}
         self._warned: Counter = Counter()
 
-    def play(self, seeds: Sequence[int], sampling: Sampling | None = None, lm=None):
-        """Episodes for `seeds`, acted by this student (or by `lm`, e.g. the teacher's model)."""
-        return run_episodes(lm or self.lm, self.tokenizer, self.fmt, self.make_env, seeds, sampling or self.sampling, self.limits)
+    def play(self, seeds: Sequence[int], sampling: Sampling | None = None, lm=None, make_env: Callable | None = None):
+        """Episodes for `seeds` in `make_env()` envs (default: the training envs), acted by this
+        student (or by `lm`, e.g. the teacher's model)."""
+        envs = make_env or self.make_env
+        return run_episodes(lm or self.lm, self.tokenizer, self.fmt, envs, seeds, sampling or self.sampling, self.limits)
 
     def rollout(self, batch: Sequence[int]) -> Rollout:
         episodes = self.play(batch)

@@ -7,7 +7,11 @@ Plain format (tokenizers without a chat template, e.g. the zoo's word-level toke
 Chat format (tokenizers with a chat template): the episode is a conversation, the env's
 observations are `user` messages and the agent's actions `assistant` messages (an optional
 `system` message first); the context before each action is the template's rendering of the
-new user turn plus the generation prompt.
+new user turn plus the generation prompt. An env that declares OpenAI function tools
+(`unified_opd.envs.tool_calls`) has them rendered by the template (`tools=`), and an
+observation answering an action that called one of them is a `tool` message. The assistant
+message is the agent's text as sampled (a call in the function-call JSON shape is kept as the
+text the agent wrote, not re-rendered from `tool_calls`, so the trained tokens are the sampled ones).
 
 Either way a transcript is a list of segments: **context** (environment text and template
 glue, never trained on) and **action** tokens exactly as the agent sampled them, up to and
@@ -24,6 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from unified_opd.domains.lm import uses_chat_template
+from unified_opd.envs.tool_calls import parse_function_call, tool_names
 from unified_opd.errors import UserError
 from unified_opd.rollout import Rollout
 
@@ -55,7 +60,7 @@ class PlainFormat:
     def __init__(self, tok):
         self.tok = tok
 
-    def context(self, history: Sequence[Tuple[str, str]], obs: str) -> List[int]:
+    def context(self, history: Sequence[Tuple[str, str]], obs: str, stopped: bool = True) -> List[int]:
         """Tokens between the previous action's EOS (or the start) and the next action."""
         text = ("" if not history else "\n") + obs + self.PROMPT
         ids = self.tok(text, add_special_tokens=False)["input_ids"]
@@ -64,23 +69,38 @@ class PlainFormat:
 
 
 class ChatFormat:
-    """Observations as user turns, actions as assistant turns, rendered by the tokenizer's template."""
+    """Observations as user (or tool) turns, actions as assistant turns, rendered by the tokenizer's
+    template. `stop_tokens`: the texts of the tokens that end an agent turn (default the EOS)."""
 
-    def __init__(self, tok, system_prompt: Optional[str] = None):
+    def __init__(self, tok, system_prompt: Optional[str] = None, stop_tokens: Optional[Sequence[str]] = None, tools=None):
         self.tok = tok
         self.system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        stops = [tok.eos_token] if stop_tokens is None else stop_tokens
+        self.stop_tokens = sorted({s for s in stops if s}, key=len, reverse=True)
+        self.tools = list(tools) if tools else None
+        self.tool_names = tool_names(self.tools)
 
     def _render(self, messages: list, generation_prompt: bool) -> str:
-        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return self.tok.apply_chat_template(
+            messages, tools=self.tools, tokenize=False, add_generation_prompt=generation_prompt
+        )
 
-    def context(self, history: Sequence[Tuple[str, str]], obs: str) -> List[int]:
-        messages = list(self.system)
+    def messages(self, history: Sequence[Tuple[str, str]], obs: str) -> List[dict]:
+        """The conversation up to `obs`; an observation after a call of a declared tool is a tool turn."""
+        messages, role = list(self.system), "user"
         for o, a in history:
-            messages += [{"role": "user", "content": o}, {"role": "assistant", "content": a}]
-        current = self._render(messages + [{"role": "user", "content": obs}], True)
+            messages += [{"role": role, "content": o}, {"role": "assistant", "content": a}]
+            role = "tool" if parse_function_call(a, self.tool_names) else "user"
+        return messages + [{"role": role, "content": obs}]
+
+    def context(self, history: Sequence[Tuple[str, str]], obs: str, stopped: bool = True) -> List[int]:
+        """`stopped`: the last action ended with a stop token (else it ran out of tokens, and the
+        template's end-of-turn text is context)."""
+        messages = self.messages(history, obs)
+        current = self._render(messages, True)
         if not history:
             return self.tok(current, add_special_tokens=False)["input_ids"]
-        previous = self._render(messages, False)
+        previous = self._render(messages[:-1], False)
         last = history[-1][1]
         end = previous.rfind(last) + len(last) if last else len(previous)
         if not current.startswith(previous) or end < len(last):
@@ -91,16 +111,16 @@ class ChatFormat:
         # the agent's own tokens stop at its EOS; whatever the template prints after that
         # (e.g. a newline after <|im_end|>) is context and opens the next segment
         tail = previous[end:]
-        eos = self.tok.eos_token or ""
-        if eos and tail.startswith(eos):
-            tail = tail[len(eos) :]
+        stop = next((s for s in self.stop_tokens if tail.startswith(s)), "") if stopped else ""
+        tail = tail[len(stop) :]
         return self.tok(tail + current[len(previous) :], add_special_tokens=False)["input_ids"]
 
 
-def make_format(tok, mode: str, system_prompt: Optional[str]):
-    """`auto` uses the chat template when the tokenizer has one; `always` requires it."""
+def make_format(tok, mode: str, system_prompt: Optional[str], stop_tokens: Optional[Sequence[str]] = None, tools=None):
+    """`auto` uses the chat template when the tokenizer has one; `always` requires it. Tools are
+    shown only through a chat template (the plain format has no place for them)."""
     if uses_chat_template(tok, mode, "rollout.chat_template"):
-        return ChatFormat(tok, system_prompt)
+        return ChatFormat(tok, system_prompt, stop_tokens, tools)
     return PlainFormat(tok)
 
 

@@ -41,7 +41,8 @@ from unified_opd.envs import CHARSET
 from unified_opd.supervised import SupervisedPlan, fit, model_loss
 from unified_opd.zoo import console, register_zoo
 
-from ..episodes import Limits, env_factory, run_episodes, summarise
+from ..env_ids import env_factory
+from ..episodes import Limits, run_episodes, summarise
 from ..transcript import PlainFormat, Transcript
 
 # A word is lower-case letters, optionally with a `:number` tail: a KeyDoor exit `s:3` is then
@@ -50,6 +51,7 @@ from ..transcript import PlainFormat, Transcript
 WORD = r" ?[a-z]+(?::[0-9]+)?"
 PRE_TOKEN = WORD + r"| ?[^a-z ]| "
 EVAL_SEED_START = 1_000_000  # the configs' env.eval_seed_start; zoo data never uses these seeds
+SCIENCEWORLD_TASKS = ("lifespan-longest-lived", "lifespan-shortest-lived")
 
 
 @dataclass
@@ -75,6 +77,8 @@ class Entry:
     teacher: ModelSpec = field(default_factory=lambda: ModelSpec(hidden=96, layers=3, steps=400))
     student: ModelSpec = field(default_factory=lambda: ModelSpec(hidden=48, layers=2, steps=120))
     student_env_kwargs: Optional[Dict] = None  # the student's demos' env kwargs (default: env_kwargs)
+    eval_env_kwargs: Optional[Dict] = None  # merged over env_kwargs for the card's held-out figures
+    eval_episodes: int = 100  # held-out episodes on the card
     version: int = 1  # the zoo cache version: bump when anything above changes
 
     def student_entry(self) -> "Entry":
@@ -99,6 +103,15 @@ ENTRIES = {
         "uopd/Shop-v0", noise=0.0,
         teacher=ModelSpec(hidden=96, layers=3, steps=300, lr=6e-3), student=ModelSpec(hidden=64, layers=2, steps=250),
         version=2,  # 2: the student trains 250 steps instead of 100
+    ),
+    # ScienceWorld's two lifespan tasks (4-8 gold actions: walk to the outside, focus on the animal
+    # with the longest / shortest life span among those there); demos are the gold sequences of
+    # the 62 + 62 train variations, the card scores the 32 + 32 test variations
+    "scienceworld": Entry(
+        "uopd/ScienceWorld-v0", {"tasks": list(SCIENCEWORLD_TASKS), "max_turns": 12}, episodes=124, noise=0.0,
+        teacher=ModelSpec(hidden=128, layers=3, steps=400, batch=8, context=2048),
+        student=ModelSpec(hidden=64, layers=2, steps=120, batch=8, context=2048),
+        eval_env_kwargs={"split": "test", "gold_path": False}, eval_episodes=64,
     ),
     "toolcalc": Entry(  # 2: clean data, 600 steps at lr 6e-3 (was DAgger data, 400 at 3e-3: teacher 0.06)
         "uopd/ToolCalc-v0", noise=0.0, teacher=ModelSpec(hidden=96, layers=3, steps=600, lr=6e-3), version=2,
@@ -189,10 +202,11 @@ def train_supervised(model, tok, data: Sequence[Transcript], spec: ModelSpec, se
     return losses[-1] if losses else float("nan")
 
 
-def held_out(model, tok, entry: Entry, episodes: int = 100) -> Dict[str, float]:
-    """Greedy success rate, mean return and turns on the configs' held-out seeds."""
-    make = env_factory(entry.env_id, entry.env_kwargs)
-    seeds = range(EVAL_SEED_START, EVAL_SEED_START + episodes)
+def held_out(model, tok, entry: Entry, episodes: Optional[int] = None) -> Dict[str, float]:
+    """Greedy success rate, mean return and turns on the configs' held-out seeds (and
+    `entry.eval_env_kwargs`, e.g. ScienceWorld's test split)."""
+    make = env_factory(entry.env_id, {**entry.env_kwargs, **(entry.eval_env_kwargs or {})})
+    seeds = range(EVAL_SEED_START, EVAL_SEED_START + (episodes or entry.eval_episodes))
     limits = Limits(max_turns=0, max_action_tokens=32, max_tokens=model.config.max_position_embeddings)
     return summarise(run_episodes(model, tok, PlainFormat(tok), make, seeds, Sampling(greedy=True), limits))
 
