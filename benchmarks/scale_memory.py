@@ -28,7 +28,7 @@ from unified_opd.domains.text.zoo import arith
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ["configs/text/opd_arith.yaml", "rollout.batch_size=8", "rollout.num_samples=1", "eval.size=8", "eval.teacher=false",
-       "trainer.save_every=0", "trainer.tensorboard=false", "trainer.max_time_minutes=0", "trainer.warmup_steps=0", "trainer.cpu=true"]
+       "trainer.save_every=0", "trainer.max_time_minutes=0", "trainer.warmup_steps=0", "trainer.cpu=true"]
 
 
 def build_student(path: Path, hidden: int, layers: int) -> int:

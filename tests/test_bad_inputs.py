@@ -170,6 +170,11 @@ def env_that_raises(c: Case) -> List[str]:
     return ["train", c.config("agent"), *paths, f"env.id={BROKEN_ENV}", f"trainer.output_dir={c.out}"]
 
 
+def non_text_env(c: Case) -> List[str]:
+    paths = [f"student.path={c.root / 'student'}", f"teacher.path={c.root / 'teacher'}"]
+    return ["train", c.config("agent"), *paths, "env.id=CartPole-v1", f"trainer.output_dir={c.out}"]
+
+
 CASES = [
     # configs
     ("unknown key", text(**{"trainer.max_stepz": 3}), "trainer.max_stepz: unknown config key"),
@@ -237,6 +242,7 @@ CASES = [
     ("corrupt image (vision)", corrupt_image, "field 'image': cannot read image"),
     ("latent shape mismatch (diffusion)", diffusion_shape_mismatch, "teacher.experts[0].path: the teacher's latents are"),
     ("env that raises (agent)", env_that_raises, f"env.id: {BROKEN_ENV} cannot be created: RuntimeError"),
+    ("non-text env (agent)", non_text_env, "env.id: CartPole-v1 is not a text environment"),
 ]
 
 

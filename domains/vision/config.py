@@ -16,6 +16,7 @@ from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_config import check_replaced_keys
 from unified_opd.teacher_kinds import check_teacher
+from unified_opd.zoo import check_eval_data
 
 from .crops import Cropper
 from .data import ON_ERROR
@@ -119,3 +120,4 @@ def check(cfg) -> None:
     if cfg.data.on_error not in ON_ERROR:
         raise ConfigError(f"data.on_error: expected one of {ON_ERROR}, got {cfg.data.on_error!r}")
     Cropper(cfg.teacher, cfg.data)  # crop_fn, crop_margin, crop_upscale
+    check_eval_data(cfg.data)
