@@ -56,7 +56,8 @@ def test_gradient_checkpointing_of_a_module_without_it_is_a_config_error():
 
 @pytest.fixture
 def fresh_accelerator_state():
-    """Accelerate keeps one process-wide state: a bf16 run needs its own, and it must not outlive its test."""
+    """Accelerate keeps one process-wide state, fixed by the first Accelerator: this test's bf16
+    run needs its own, and must not leave it to the tests after it."""
     AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
