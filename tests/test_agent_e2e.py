@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from types import SimpleNamespace
 
 import gymnasium
 import pytest
@@ -232,3 +233,12 @@ def test_scienceworld_trains_from_the_cli_and_evaluates_on_test_variations(tmp_p
     assert main(["train", str(config), *_user_env_args(tmp_path, tmp_path / "run", **extra)]) == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 1 and summary["after"]["env_failures"] == 0.0
+
+
+def test_zoo_cards_play_held_out_episodes_in_batches(monkeypatch):
+    # a batch holds one env per episode: ScienceWorld's are JVMs, 64 at once took 15 GB
+    sizes = []
+    monkeypatch.setattr(zoo, "run_episodes", lambda lm, tok, fmt, make, seeds, sampling, limits: sizes.append(len(seeds)) or [])
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=64))
+    zoo.held_out(model, None, ENTRY, episodes=40)
+    assert sizes == [zoo.HELD_OUT_BATCH, zoo.HELD_OUT_BATCH, 40 - 2 * zoo.HELD_OUT_BATCH]

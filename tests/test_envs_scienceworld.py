@@ -83,5 +83,13 @@ def test_a_simulators_heap_is_capped_without_changing_this_process_env(monkeypat
     with open(f"/proc/{java}/environ", "rb") as f:
         assert b"JAVA_TOOL_OPTIONS=-Xmx256m" in f.read().split(b"\0")
     assert "JAVA_TOOL_OPTIONS" not in os.environ
-    env.unwrapped._sim.close()  # not pooled: this test's pool is thrown away
-    env.unwrapped._sim = None
+    # not pooled (this test's pool is thrown away): shut the JVM down and close its stdin pipe and
+    # temporary directory, which scienceworld leaves open (a ResourceWarning in whatever test
+    # runs when they are collected)
+    sim, env.unwrapped._sim = env.unwrapped._sim, None
+    process = sim._gateway.java_process
+    sim.close()
+    sim.close = lambda: None  # its __del__ would close it again, reopening nothing
+    process.stdin.close()
+    process.wait(timeout=30)
+    sim._obj_tree_tempdir.cleanup()

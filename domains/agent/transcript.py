@@ -61,7 +61,8 @@ class PlainFormat:
         self.tok = tok
 
     def context(self, history: Sequence[Tuple[str, str]], obs: str, stopped: bool = True) -> List[int]:
-        """Tokens between the previous action's EOS (or the start) and the next action."""
+        """Tokens between the previous action's EOS (or the start) and the next action; `stopped`
+        (see `ChatFormat.context`) changes nothing here: the plain format adds no end-of-turn text."""
         text = ("" if not history else "\n") + obs + self.PROMPT
         ids = self.tok(text, add_special_tokens=False)["input_ids"]
         bos = self.tok.bos_token_id

@@ -51,6 +51,7 @@ from ..transcript import PlainFormat, Transcript
 WORD = r" ?[a-z]+(?::[0-9]+)?"
 PRE_TOKEN = WORD + r"| ?[^a-z ]| "
 EVAL_SEED_START = 1_000_000  # the configs' env.eval_seed_start; zoo data never uses these seeds
+HELD_OUT_BATCH = 16  # episodes played side by side for the card
 SCIENCEWORLD_TASKS = ("lifespan-longest-lived", "lifespan-shortest-lived")
 
 
@@ -206,9 +207,13 @@ def held_out(model, tok, entry: Entry, episodes: Optional[int] = None) -> Dict[s
     """Greedy success rate, mean return and turns on the configs' held-out seeds (and
     `entry.eval_env_kwargs`, e.g. ScienceWorld's test split)."""
     make = env_factory(entry.env_id, {**entry.env_kwargs, **(entry.eval_env_kwargs or {})})
-    seeds = range(EVAL_SEED_START, EVAL_SEED_START + (episodes or entry.eval_episodes))
+    seeds = list(range(EVAL_SEED_START, EVAL_SEED_START + (episodes or entry.eval_episodes)))
     limits = Limits(max_turns=0, max_action_tokens=32, max_tokens=model.config.max_position_embeddings)
-    return summarise(run_episodes(model, tok, PlainFormat(tok), make, seeds, Sampling(greedy=True), limits))
+    played = []
+    # in batches: every running episode holds an env (ScienceWorld: a simulator JVM of ~0.4 GB)
+    for i in range(0, len(seeds), HELD_OUT_BATCH):
+        played += run_episodes(model, tok, PlainFormat(tok), make, seeds[i : i + HELD_OUT_BATCH], Sampling(greedy=True), limits)
+    return summarise(played)
 
 
 def build_entry(name: str, entry: Entry, dest: Path) -> None:
