@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from unified_opd.data_sources import is_hub_dataset
 from unified_opd.domain import Components
 from unified_opd.domains.lm import Sampling, load_causal_lm, max_context
+from unified_opd.domains.lm.served import is_url
 from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths
 
@@ -22,17 +23,18 @@ from .views import view_builder
 
 def _check_paths(cfg: DictConfig) -> None:
     t = cfg.teacher
+    paths = {
+        # a Hub dataset name is not a local path; `data_sources` checks it can be fetched
+        **{f"data.{k}": cfg.data[k] for k in ("path", "eval_path") if not is_hub_dataset(str(cfg.data[k]))},
+        "student.path": cfg.student.path,
+        "teacher.path": t.path,
+        "teacher.reference": None if t.reference == "student" else t.reference,
+        "teacher.cache.dir": t.cache.dir if t.kind == "cache" else None,
+        **{f"teacher.experts.{k}": v for k, v in t.experts.items()},
+        **{f"teacher.members[{i}]": v for i, v in enumerate(t.members)},
+    }
     check_local_paths(
-        {
-            # a Hub dataset name is not a local path; `data_sources` checks it can be fetched
-            **{f"data.{k}": cfg.data[k] for k in ("path", "eval_path") if not is_hub_dataset(str(cfg.data[k]))},
-            "student.path": cfg.student.path,
-            "teacher.path": t.path,
-            "teacher.reference": None if t.reference == "student" else t.reference,
-            "teacher.cache.dir": t.cache.dir if t.kind == "cache" else None,
-            **{f"teacher.experts.{k}": v for k, v in t.experts.items()},
-            **{f"teacher.members[{i}]": v for i, v in enumerate(t.members)},
-        },
+        {k: v for k, v in paths.items() if not is_url(v)},  # an endpoint URL is checked when the teacher connects
         models={"student.path": cfg.student.revision, "teacher.path": t.revision},
     )
 
