@@ -4,7 +4,8 @@
 endpoint with `prompt_logprobs` (what `vllm serve`, SGLang and `uopd serve-teacher` expose) and
 returns the top-k log-probs per position as the core's sparse `Categorical.from_topk` (the tail
 bucket holds the remaining mass). Inside a router or pool it returns the same numbers as full
-log-probs (the tail spread evenly over the other tokens), so it composes with in-process teachers.
+log-probs (the tail spread evenly over the other tokens), so it composes with in-process teachers;
+so does a top_k that covers the whole vocabulary (then they are exact).
 
 `ServerPool` owns the HTTP side: several `teacher.urls` taken in turn (a failed request moves on
 to the next one), a bounded number of requests in flight, timeouts, and retries with exponential
@@ -229,7 +230,8 @@ class ServedTeacher(Teacher):
         lp, idx = (t.gather(1, where.unsqueeze(-1).expand(-1, -1, self.k)) for t in (lp, idx))
         lp, idx = (align_to_student(t, view["prompt_len"] - rollout.student_view["prompt_len"]) for t in (lp, idx))
         device = rollout.loss_mask.device
-        if self.dense:
+        # k = V is the whole distribution: dense, since an empty tail bucket has no gradient (log(1 - 1))
+        if self.dense or self.k >= self.endpoint.vocab_size:
             return Categorical.from_logits(densify(lp, idx, self.endpoint.vocab_size).to(device))
         return Categorical.from_topk(lp.to(device), idx.to(device), self.endpoint.vocab_size)
 

@@ -21,6 +21,7 @@ from unified_opd.rollout import Rollout
 from .loading import check_same_vocabulary, load_causal_lm
 from .policy import LMPolicy
 from .scoring import HiddenStates, view_distribution
+from .cross_tokenizer import CrossTokenizerTeacher
 from .served import is_url, served_teacher
 
 
@@ -77,6 +78,10 @@ class LMTeacherSource:
         t, p = self.cfg.teacher, self.policy
         # `teacher.revision` pins `teacher.path` only; other teacher models load at their default revision
         revision = getattr(t, "revision", None) if field == "teacher" else None
+        mode = getattr(t, "tokenizer", "same")
+        if mode != "same" and field == "teacher":
+            lm, tok = load_causal_lm(path, t.dtype, t.trust_remote_code, field, revision)
+            return CrossTokenizerTeacher(lm.to(self.device), tok, p.preprocessor, p.module, mode)
         return load_lm_teacher(
             path, t.dtype, t.trust_remote_code, field, p.preprocessor, p.lm, self.device, self.cfg.student.lazy_logits, revision
         )

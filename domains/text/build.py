@@ -39,6 +39,11 @@ def _check_paths(cfg: DictConfig) -> None:
     )
 
 
+def _teacher_lm(cfg: DictConfig, built):
+    """The teacher model whose greedy accuracy the evaluator reports: one with the student's tokenizer."""
+    return built.model.module.lm if built.model is not None and cfg.teacher.tokenizer == "same" else None
+
+
 def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     check(cfg)
     _check_paths(cfg)
@@ -63,6 +68,6 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
         policy=policy,
         teacher=built.teacher,
         train_records=built.records or records,
-        evaluate=make_evaluator(eval_records, built.eval_teacher, cfg, built.model.module.lm if built.model else None),
+        evaluate=make_evaluator(eval_records, built.eval_teacher, cfg, _teacher_lm(cfg, built)),
         reference=build_reference(teachers),
     )
