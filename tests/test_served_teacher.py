@@ -150,7 +150,7 @@ def test_retries_back_off_then_succeed_and_failing_servers_are_one_error():
     calls.clear()
     pool.cfg = ServerConfig(retries=1, backoff_s=0.01)
     pool.client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(503, text="down")))
-    with pytest.raises(UserError, match=r"teacher.urls: the teacher server at http://.* failed 2 times .*HTTP 503: down"):
+    with pytest.raises(UserError, match=r"teacher.urls: the teacher server at http://.* did not answer after 2 tries .*HTTP 503: down"):
         pool.call("GET", "/v1/models")
     pool.client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(400, json={"error": {"message": "no such model"}})))
     with pytest.raises(UserError, match=r"refused the request \(HTTP 400\): no such model"):
@@ -229,7 +229,7 @@ def test_killing_the_server_mid_run_stops_cleanly_and_restarting_both_resumes(ti
     server.wait()
     assert train.wait(timeout=300) == 2
     log = (tmp_path / "train.log").read_text()
-    assert "retry 3/3" in log and "uopd: error: teacher.urls: the teacher server at" in log and "failed 4 times" in log
+    assert "retry 3/3" in log and "uopd: error: teacher.urls: the teacher server at" in log and "did not answer after 4 tries" in log
     ckpt = latest_checkpoint(out / "checkpoints")
     stopped_at = int(load_checkpoint(ckpt)["state"]["step"])  # complete and readable
     assert 0 < stopped_at < 40

@@ -95,7 +95,7 @@ class ServerPool:
                 problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             if attempt >= retries:
                 waited = time.monotonic() - start
-                raise UserError(f"{self.field}: the teacher server at {url} failed {attempt + 1} times in {waited:.0f} s ({problem}); "
+                raise UserError(f"{self.field}: the teacher server at {url} did not answer after {attempt + 1} tries in {waited:.0f} s ({problem}); "
                                 f"is it running? (retries: teacher.server.retries, teacher.server.backoff_s)")
             wait = min(MAX_BACKOFF_S, self.cfg.backoff_s * 2**attempt)
             log.warning("teacher server %s: %s; retry %d/%d in %.1f s", url, problem, attempt + 1, retries, wait)

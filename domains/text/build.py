@@ -39,9 +39,13 @@ def _check_paths(cfg: DictConfig) -> None:
     )
 
 
-def _teacher_lm(cfg: DictConfig, built):
-    """The teacher model whose greedy accuracy the evaluator reports: one with the student's tokenizer."""
-    return built.model.module.lm if built.model is not None and cfg.teacher.tokenizer == "same" else None
+def _eval_teachers(cfg: DictConfig, built):
+    """What held-out evaluation measures against: the teacher for the KL and the teacher model for
+    its own greedy accuracy; neither for a teacher with another tokenizer (its target is over
+    aligned spans or ranks, not the student's next-token distribution)."""
+    if cfg.teacher.tokenizer != "same":
+        return None, None
+    return built.eval_teacher, built.model.module.lm if built.model is not None else None
 
 
 def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
@@ -64,10 +68,11 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     policy = TextPolicy(lm.to(device), tok, cfg.data, sampling, cfg.student.lazy_logits, view)
     teachers = teacher_context(cfg, policy, device)
     built = build_teacher(teachers)
+    eval_teacher, teacher_lm = _eval_teachers(cfg, built)
     return Components(
         policy=policy,
         teacher=built.teacher,
         train_records=built.records or records,
-        evaluate=make_evaluator(eval_records, built.eval_teacher, cfg, _teacher_lm(cfg, built)),
+        evaluate=make_evaluator(eval_records, eval_teacher, cfg, teacher_lm),
         reference=build_reference(teachers),
     )
