@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from _common import collect
+from _common import add_arith_run_args, arith_overrides, collect
 
 CONFIG = "configs/text/opd_arith.yaml"
 CASES = {
@@ -73,12 +73,7 @@ def teacher_accuracy(path: str, records) -> float:
 
 
 def overrides(args, teacher: list, run_dir: Path) -> list:
-    return [
-        *teacher, f"rollout.batch_size={args.batch}", "rollout.num_samples=1", f"trainer.max_steps={args.steps}",
-        f"trainer.lr={args.lr}", f"trainer.warmup_steps={args.warmup}", "trainer.lr_schedule=constant",
-        "trainer.max_time_minutes=0", "trainer.save_every=0", "trainer.tensorboard=false", "trainer.seed=0",
-        f"trainer.output_dir={run_dir}", f"eval.size={args.eval_size}", "eval.teacher=false", "eval.kl=false", *args.set,
-    ]
+    return [*teacher, *arith_overrides(args, run_dir), "eval.kl=false"]
 
 
 def train_interleaved(args, pair: Path):
@@ -130,17 +125,11 @@ def report(rows, args, pair: Path, teacher_acc: dict, command: str, load_before:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--eval-size", type=int, default=600)
+    add_arith_run_args(p)
     p.add_argument("--same-teacher", default="zoo:arith/teacher")
-    p.add_argument("--teacher-steps", type=int, default=1500)
+    p.add_argument("--teacher-steps", type=int, default=800)
     p.add_argument("--teacher-hidden", type=int, default=128)
     p.add_argument("--teacher-layers", type=int, default=3)
-    p.add_argument("--set", nargs="*", default=[])
-    p.add_argument("--out", default="docs/benchmarks")
     p.add_argument("--out-runs", default="runs/bench_cross_tokenizer")
     args = p.parse_args(argv)
     torch.set_num_threads(1)

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import collect
+from _common import add_arith_run_args, arith_overrides, collect
 
 CONFIG = "configs/text/opd_arith.yaml"
 TEACHER = "zoo:arith/teacher"
@@ -44,13 +44,7 @@ DIAGNOSTICS = ("topk/teacher_mass", "topk/student_mass", "topk/overlap")
 
 
 def overrides(args, teacher: list, run_dir: Path) -> list:
-    return [
-        f"teacher.path={TEACHER}", *teacher,
-        f"rollout.batch_size={args.batch}", "rollout.num_samples=1", f"trainer.max_steps={args.steps}",
-        f"trainer.lr={args.lr}", f"trainer.warmup_steps={args.warmup}", "trainer.lr_schedule=constant",
-        "trainer.max_time_minutes=0", "trainer.save_every=0", "trainer.tensorboard=false", "trainer.seed=0",
-        f"trainer.output_dir={run_dir}", f"eval.size={args.eval_size}", "eval.teacher=false", *args.set,
-    ]
+    return [f"teacher.path={TEACHER}", *teacher, *arith_overrides(args, run_dir)]
 
 
 def cases(args, url: str) -> dict:
@@ -155,16 +149,10 @@ def report(rows: list, args, command: str, load_before: tuple) -> None:
 
 def main(argv=None) -> list:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--eval-size", type=int, default=600)
+    add_arith_run_args(p)
     p.add_argument("--ks", type=int, nargs="+", default=[1, 8, 32, 128], help="teacher.server.top_k of the served cases")
     p.add_argument("--vllm-url", default=None, help="a running `vllm serve` of zoo:arith/teacher")
     p.add_argument("--vllm-ks", type=int, nargs="+", default=[19])
-    p.add_argument("--set", nargs="*", default=[], help="extra overrides for every case (key=value)")
-    p.add_argument("--out", default="docs/benchmarks")
     p.add_argument("--out-runs", default="runs/bench_served")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
