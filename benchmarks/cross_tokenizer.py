@@ -8,8 +8,13 @@ Cases, each `configs/text/opd_arith.yaml` for `--steps` steps of `--batch` promp
 (seed 0), trainers interleaved in one process:
 
 * same tokenizer -- the character-level teacher `--same-teacher` (default zoo:arith/teacher);
-* align -- the pair teacher, `teacher.tokenizer: align` (GOLD-style spans, sampled-token reverse KL);
-* uld -- the pair teacher, `teacher.tokenizer: uld`, `divergence.name: tv` (the ULD loss).
+* align (pair teacher) -- the pair teacher, `teacher.tokenizer: align` (GOLD-style spans,
+  sampled-token reverse KL);
+* align / uld (remapped teacher) -- the same-tokenizer teacher's weights over another vocabulary
+  (`remapped_teacher`: the characters in reverse id order plus the 100 digit pairs, 119 tokens;
+  one character a token, so spans are one token each): `teacher.tokenizer: align`, and `uld`
+  with `divergence.name: tv` (the ULD loss). A teacher as strong as the same-tokenizer one,
+  whose token ids all differ.
 
 Accuracy: greedy on the first `--eval-size` held-out prompts before training and after the
 last step, with the binomial standard error of the gain.
@@ -29,11 +34,12 @@ import torch
 from _common import add_arith_run_args, arith_overrides, collect
 
 CONFIG = "configs/text/opd_arith.yaml"
-CASES = {
-    "same tokenizer": lambda args, pair: [f"teacher.path={args.same_teacher}"],
-    "align (pair teacher)": lambda args, pair: [f"teacher.path={pair}", "teacher.tokenizer=align"],
-    "uld (pair teacher)": lambda args, pair: [f"teacher.path={pair}", "teacher.tokenizer=uld", "divergence.name=tv",
-                                              "objective.estimator=analytic"],
+ULD = ["teacher.tokenizer=uld", "divergence.name=tv", "objective.estimator=analytic"]
+CASES = {  # name -> overrides(args, {teacher kind: path})
+    "same tokenizer": lambda args, t: [f"teacher.path={args.same_teacher}"],
+    "align (pair teacher)": lambda args, t: [f"teacher.path={t['pair']}", "teacher.tokenizer=align"],
+    "align (remapped teacher)": lambda args, t: [f"teacher.path={t['remapped']}", "teacher.tokenizer=align"],
+    "uld (remapped teacher)": lambda args, t: [f"teacher.path={t['remapped']}", *ULD],
 }
 
 
@@ -52,6 +58,31 @@ def pair_teacher(args) -> Path:
     model = spec.build(tok)
     arith.train_supervised(model, tok, train, spec, seed=0, label="pair-teacher")
     model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def remapped_teacher(args) -> Path:
+    """`--same-teacher`'s weights over another vocabulary: the specials, the characters in reverse
+    order, then the 100 digit pairs (never produced: the pre-tokenizer splits every character), so
+    every character has another id and the vocabulary another size; embedding rows move with
+    their token, the new ones start at the mean row."""
+    from tokenizers import Regex, decoders, pre_tokenizers
+
+    from unified_opd.domains.lm import load_causal_lm
+    from unified_opd.domains.lm.tiny import SPECIALS, word_level_tokenizer
+    from unified_opd.domains.text.zoo import arith
+
+    out = Path(args.out_runs) / "remapped_teacher"
+    lm, old = load_causal_lm(args.same_teacher, "float32", False, "teacher")
+    vocab = SPECIALS + arith.CHARS[::-1] + [a + b for a in "0123456789" for b in "0123456789"]
+    tok = word_level_tokenizer({t: i for i, t in enumerate(vocab)}, pre_tokenizers.Split(Regex("."), behavior="isolated"), decoders.Fuse())
+    weight = lm.get_input_embeddings().weight.detach()
+    rows = torch.stack([weight[old.convert_tokens_to_ids(t)] if t in old.get_vocab() else weight.mean(0) for t in vocab])
+    lm.resize_token_embeddings(len(vocab))
+    with torch.no_grad():
+        lm.get_input_embeddings().weight.copy_(rows)
+    lm.save_pretrained(out)
     tok.save_pretrained(out)
     return out
 
@@ -76,16 +107,16 @@ def overrides(args, teacher: list, run_dir: Path) -> list:
     return [*teacher, *arith_overrides(args, run_dir), "eval.kl=false"]
 
 
-def train_interleaved(args, pair: Path):
+def train_interleaved(args, teachers: dict):
     from unified_opd.config import load_config
     from unified_opd.domain import schema_for
     from unified_opd.trainer import Trainer
 
     trainers = {}
     for name, teacher in CASES.items():
-        run_dir = Path(args.out_runs) / name.split()[0]
+        run_dir = Path(args.out_runs) / name.replace(" ", "_").strip("()").replace("(", "").replace(")", "")
         shutil.rmtree(run_dir, ignore_errors=True)
-        trainers[name] = Trainer(load_config(CONFIG, overrides(args, teacher(args, pair), run_dir), schema_for))
+        trainers[name] = Trainer(load_config(CONFIG, overrides(args, teacher(args, teachers), run_dir), schema_for))
     before = trainers["same tokenizer"]._evaluate("step_0")["accuracy"]
     names = list(trainers)
     for step in range(1, args.steps + 1):
@@ -95,7 +126,7 @@ def train_interleaved(args, pair: Path):
     yield {"before": before, "after": {c: tr._evaluate(f"step_{args.steps}")["accuracy"] for c, tr in trainers.items()}}
 
 
-def report(rows, args, pair: Path, teacher_acc: dict, command: str, load_before: tuple) -> None:
+def report(rows, args, teachers: dict, teacher_acc: dict, command: str, load_before: tuple) -> None:
     row, n = rows[-1], args.eval_size
     b = row["before"]
     md = [
@@ -104,11 +135,12 @@ def report(rows, args, pair: Path, teacher_acc: dict, command: str, load_before:
         f"`{command}`: {args.steps} steps, {args.batch} prompts x 1 sample per step, lr {args.lr} constant after {args.warmup} "
         f"warm-up steps, seed 0; the character-level zoo student (19 tokens) and, for the cross-tokenizer cases, a teacher "
         f"with the digit-pair BPE tokenizer (119 tokens; {args.teacher_hidden} wide, {args.teacher_layers} layers, "
-        f"{args.teacher_steps} supervised steps, `{pair}`). Accuracy: greedy on {n} held-out prompts.",
+        f"{args.teacher_steps} supervised steps, `{teachers['pair']}`) or the remapped one (`{teachers['remapped']}`). "
+        f"Accuracy: greedy on {n} held-out prompts.",
         f"Load average (1/5/15 min) at the start: {' '.join(f'{x:.2f}' for x in load_before)}, "
         f"at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
-        f"Teachers' own held-out accuracy: same-tokenizer {teacher_acc['same']:.3f}, pair-tokenizer {teacher_acc['pair']:.3f}. "
+        "Teachers' own held-out accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in teacher_acc.items()) + ". "
         f"Student before training: {b:.3f}.",
         "",
         "| case | accuracy after | gain over the initial student (± s.e.) | gain / same-tokenizer gain |",
@@ -135,11 +167,11 @@ def main(argv=None):
     torch.set_num_threads(1)
     from unified_opd.zoo import resolve
 
-    pair = pair_teacher(args)
+    teachers = {"pair": pair_teacher(args), "remapped": remapped_teacher(args)}
     held = load_jsonl(resolve("zoo:arith/eval.jsonl", "data.eval_path"))[: args.eval_size]
-    acc = {"same": teacher_accuracy(args.same_teacher, held), "pair": teacher_accuracy(str(pair), held)}
-    collect("cross_tokenizer.py", argv, train_interleaved(args, pair),
-            lambda done, command, load: report(done, args, pair, acc, command, load))
+    acc = {"same-tokenizer": teacher_accuracy(args.same_teacher, held), **{k: teacher_accuracy(str(p), held) for k, p in teachers.items()}}
+    collect("cross_tokenizer.py", argv, train_interleaved(args, teachers),
+            lambda done, command, load: report(done, args, teachers, acc, command, load))
     print((Path(args.out) / "cross_tokenizer.md").read_text())
 
 

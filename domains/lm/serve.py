@@ -43,25 +43,33 @@ class TokenizeRequest(BaseModel):
 
 
 @torch.no_grad()
-def prompt_logprobs(lm, prompts: List[List[int]], k: int, decode) -> List[List[Optional[Dict[str, Dict[str, Any]]]]]:
-    """Per prompt, per token t >= 1: the top-k of log softmax(logits at t-1) plus token t itself,
-    as `{str(id): {logprob, rank (1 = most likely), decoded_token}}`; token 0 has None. One
-    right-padded forward (positions 0..n-1 of each prompt, as unpadded)."""
+def score(lm, prompts: List[List[int]]) -> torch.Tensor:
+    """Log softmax of the logits at every position of each prompt `[B, n, V]` (float32), from one
+    right-padded forward: each prompt's positions are 0..len-1, as unpadded."""
     n = max(len(p) for p in prompts)
     device = next(lm.parameters()).device
     ids = torch.tensor([p + [0] * (n - len(p)) for p in prompts], device=device)
     attn = torch.tensor([[1] * len(p) + [0] * (n - len(p)) for p in prompts], device=device)
-    logp = torch.log_softmax(lm(input_ids=ids, attention_mask=attn).logits[:, :-1].float(), -1)
-    top = logp.topk(min(k, logp.shape[-1]), -1) if k else None
+    return torch.log_softmax(lm(input_ids=ids, attention_mask=attn).logits.float(), -1).cpu()
+
+
+def prompt_logprobs(logp: torch.Tensor, prompts: List[List[int]], k: int, decoded: List[str]) -> List[list]:
+    """Per prompt, per token t >= 1: the top-k of `logp` at t-1 plus token t itself, as
+    `{str(id): {logprob, rank (1 = most likely), decoded_token}}`; token 0 has None."""
+    top = logp[:, :-1].topk(min(k, logp.shape[-1]), -1)
     out = []
     for b, p in enumerate(prompts):
-        rows: List[Optional[Dict[str, Dict[str, Any]]]] = [None]
-        for t in range(1, len(p)):
-            row = logp[b, t - 1]
-            entries = {} if top is None else {int(i): float(v) for i, v in zip(top.indices[b, t - 1], top.values[b, t - 1])}
-            entries.setdefault(p[t], float(row[p[t]]))
-            rows.append({str(i): {"logprob": v, "rank": int((row > v).sum()) + 1, "decoded_token": decode(i)} for i, v in entries.items()})
-        out.append(rows)
+        own = torch.tensor(p[1:])
+        rows = logp[b, : len(p) - 1]
+        own_lp = rows.gather(-1, own.unsqueeze(-1))
+        own_rank = ((rows > own_lp).sum(-1) + 1).tolist()
+        values, indices = top.values[b].tolist(), top.indices[b].tolist()
+        entries = [None]
+        for t, (tok, lp, rank) in enumerate(zip(p[1:], own_lp.squeeze(-1).tolist(), own_rank)):
+            row = {str(i): {"logprob": v, "rank": r + 1, "decoded_token": decoded[i]} for r, (i, v) in enumerate(zip(indices[t], values[t]))}
+            row.setdefault(str(tok), {"logprob": lp, "rank": rank, "decoded_token": decoded[tok]})
+            entries.append(row)
+        out.append(entries)
     return out
 
 
@@ -72,6 +80,7 @@ class TeacherServer:
         self.lm, self.tok, self.name, self.max_logprobs = lm.eval().requires_grad_(False), tok, name, max_logprobs
         self.lock = threading.Lock()
         self.vocab_size = int(lm.get_output_embeddings().weight.shape[0])
+        self.decoded = [tok.decode([i]) for i in range(self.vocab_size)]  # once: decoding per entry dominated a request
 
     def models(self) -> Dict[str, Any]:
         card = {
@@ -105,10 +114,10 @@ class TeacherServer:
         return None
 
     def complete(self, req: CompletionRequest, prompts: List[List[int]]) -> Dict[str, Any]:
-        decode = lambda i: self.tok.decode([i])  # noqa: E731
         with self.lock:
-            scored = prompt_logprobs(self.lm, prompts, req.prompt_logprobs, decode) if req.prompt_logprobs is not None else None
-            texts = [self._generate(p, req) for p in prompts]
+            logp = score(self.lm, prompts)
+            scored = prompt_logprobs(logp, prompts, req.prompt_logprobs, self.decoded) if req.prompt_logprobs is not None else None
+            texts = [self._generate(p, req, logp[b, len(p) - 1]) for b, p in enumerate(prompts)]
         choices = [
             {"index": i, "text": text, "logprobs": None, "finish_reason": "length", "prompt_logprobs": scored[i] if scored else None}
             for i, text in enumerate(texts)
@@ -116,9 +125,13 @@ class TeacherServer:
         return {"object": "text_completion", "model": self.name, "choices": choices}
 
     @torch.no_grad()
-    def _generate(self, prompt: List[int], req: CompletionRequest) -> str:
+    def _generate(self, prompt: List[int], req: CompletionRequest, last: torch.Tensor) -> str:
+        """The completion; one greedy token (what a teacher client asks for) comes from `last`,
+        the scoring forward's log-probs after the prompt."""
         if req.max_tokens <= 0:
             return ""
+        if req.max_tokens == 1 and req.temperature <= 0:
+            return self.decoded[int(last.argmax())]
         ids = torch.tensor([prompt], device=next(self.lm.parameters()).device)
         sample = req.temperature > 0
         out = self.lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=req.max_tokens, do_sample=sample,
