@@ -37,3 +37,24 @@ def collect(script: str, argv: Optional[list], rows: Iterable[dict], write: Call
         done.append(row)
         write(done, command, load_before)
     return done
+
+
+def add_arith_run_args(parser, steps: int = 200) -> None:
+    """The options every arith comparison shares: its budget, schedule and held-out evaluation."""
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=64, help="prompts per step (one sample each), every case")
+    parser.add_argument("--lr", type=float, default=5e-4, help="every case (configs/text/opd_arith.yaml's)")
+    parser.add_argument("--warmup", type=int, default=50, help="warm-up steps, every case")
+    parser.add_argument("--eval-size", type=int, default=600)
+    parser.add_argument("--set", nargs="*", default=[], help="extra config overrides for every case (key=value)")
+    parser.add_argument("--out", default="docs/benchmarks")
+
+
+def arith_overrides(args, run_dir) -> list:
+    """What every case of an arith comparison shares: batch, steps, constant lr after warm-up, seed 0, no checkpoints."""
+    return [
+        f"rollout.batch_size={args.batch}", "rollout.num_samples=1", f"trainer.max_steps={args.steps}",
+        f"trainer.lr={args.lr}", f"trainer.warmup_steps={args.warmup}", "trainer.lr_schedule=constant",
+        "trainer.max_time_minutes=0", "trainer.save_every=0", "trainer.tensorboard=false", "trainer.seed=0",
+        f"trainer.output_dir={run_dir}", f"eval.size={args.eval_size}", "eval.teacher=false", *args.set,
+    ]

@@ -1,4 +1,4 @@
-"""`uopd`: train, evaluate, and build zoo models from the command line.
+"""`uopd`: train, evaluate, serve a teacher, and build zoo models from the command line.
 
 Bad input (a `UserError`) prints one line on stderr and exits with code 2; `--debug` shows the
 traceback instead.
@@ -40,6 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("config")
     ca.add_argument("overrides", nargs="*")
     ca.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    se = sub.add_parser(
+        "serve-teacher", help="a local causal LM behind an OpenAI-compatible /v1/completions with prompt_logprobs: uopd serve-teacher MODEL_DIR"
+    )
+    se.add_argument("model", help="a model directory, zoo:NAME/sub or Hub id")
+    se.add_argument("--host", default="127.0.0.1")
+    se.add_argument("--port", type=int, default=8000)
+    se.add_argument("--top-k", type=int, default=20, help="the most prompt log-probs a request may ask for (vLLM's --max-logprobs)")
+    se.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    se.add_argument("--name", default=None, help="the model id in /v1/models (default: MODEL as given)")
+    se.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     zoo = sub.add_parser("zoo", help="the project's own small teachers/students: uopd zoo build NAME")
     zsub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
@@ -98,6 +109,15 @@ def _cache_teacher(args) -> int:
     return 0
 
 
+def _serve_teacher(args) -> int:
+    import importlib
+
+    # the core finds the LM layer by name, as it finds domains (it imports none of them)
+    serve = importlib.import_module("unified_opd.domains.lm.serve").serve
+    serve(args.model, args.host, args.port, args.top_k, args.dtype, args.name)
+    return 0
+
+
 def _zoo(args, parser) -> int:
     from . import zoo
 
@@ -139,6 +159,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _eval(args)
         if args.command == "cache-teacher":
             return _cache_teacher(args)
+        if args.command == "serve-teacher":
+            return _serve_teacher(args)
         return _zoo(args, parser)
     except UserError as e:
         if args.debug:

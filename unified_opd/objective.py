@@ -39,6 +39,7 @@ from .estimators import (
     tv_adaptive_lam,
 )
 from .rollout import Rollout
+from .topk_diagnostics import topk_diagnostics
 from .weights import WeightInputs, build_weights, combine_weights
 
 ESTIMATORS = ("auto", "sampled", "analytic")
@@ -163,6 +164,8 @@ class Objective:
         metrics.update(loss=float(loss.detach()), kl=float(detached_div.mean()), tokens=float(n))
         if self.weights:
             metrics["weight_mean"] = float(w.mean())
+        if isinstance(t, Categorical) and t.is_sparse and not s.is_sparse:
+            metrics.update(topk_diagnostics(s, t))
         return loss, metrics
 
     def _sampled_term(self, s, t, r, lam, actions: Tensor, mask: Tensor, old_logp: Optional[Tensor], metrics: Dict[str, float]):

@@ -5,6 +5,7 @@
     router   task tag -> expert (`teacher.experts`); `teacher.path` takes unrouted tags
     pool     log-linear pool of `teacher.members`, fixed `teacher.weights` or per-position confidence
     best_of  per prompt, the member with the best verifier score / likelihood (BRTS selection)
+    server   a teacher behind OpenAI-compatible endpoints (`teacher.urls`, `teacher.server.*`)
 
 A domain takes part by implementing `TeacherSource` (load a model; score rollouts with a given
 module); a domain may register further kinds into `TEACHERS` (the text domain's `cache`).
@@ -20,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 from torch import nn
 
 from .errors import ConfigError
+from .teacher_config import check_server
 from .interfaces import Policy, Teacher
 from .lora import BaseModelTeacher, adapted_model, is_fresh
 from .registry import Registry
@@ -34,6 +36,7 @@ class TeacherSource(Protocol):
     """What a domain implements so the core can build every kind for it.
 
     Optional capabilities (a kind that needs one the domain lacks is a ConfigError at start-up):
+        served(urls, field, dense) -> Teacher: kind server (a teacher behind HTTP endpoints);
         routes(teacher_cfg) -> {tag: (path, field)}: the router's table, when the domain's
             `teacher.experts` is not a `{tag: path}` mapping;
         score_members(members, records) -> (scores [B, K], likelihoods [B, K]): kind best_of;
@@ -112,6 +115,7 @@ def check_teacher(t: Any, source_type: type) -> None:
         raise ConfigError(f"teacher.weights: need one weight per member ({len(t.members)}), got {len(t.weights)}")
     if t.select not in SELECT_RULES:
         raise ConfigError(f"teacher.select: expected verifier or likelihood, got {t.select!r}")
+    check_server(t)
 
 
 def build_teacher(ctx: TeacherContext) -> BuiltTeacher:
@@ -191,8 +195,14 @@ def _best_of(ctx: TeacherContext) -> BuiltTeacher:
     return BuiltTeacher(teacher, teacher)
 
 
+def _server(ctx: TeacherContext) -> BuiltTeacher:
+    t = ctx.source.served(list(ctx.cfg.teacher.urls), "teacher.urls", False)
+    return BuiltTeacher(t, t)
+
+
 TEACHERS.register("model", TeacherKind(_model, requires=("path",)))
 TEACHERS.register("self", TeacherKind(_self))
 TEACHERS.register("router", TeacherKind(_router, requires=("experts",)))
 TEACHERS.register("pool", TeacherKind(_pool, requires=("members",)))
 TEACHERS.register("best_of", TeacherKind(_best_of, requires=("members",), needs=("score_members", "record_key")))
+TEACHERS.register("server", TeacherKind(_server, requires=("urls",), needs=("served",), domains=("text", "agent")))

@@ -21,6 +21,8 @@ from unified_opd.rollout import Rollout
 from .loading import check_same_vocabulary, load_causal_lm
 from .policy import LMPolicy
 from .scoring import HiddenStates, view_distribution
+from .cross_tokenizer import CrossTokenizerTeacher
+from .served import is_url, served_teacher
 
 
 class ViewScorer(Teacher):
@@ -69,13 +71,25 @@ class LMTeacherSource:
     def __init__(self, cfg, policy: LMPolicy, device):
         self.cfg, self.policy, self.device = cfg, policy, device
 
-    def load(self, path: str, field: str) -> LMTeacher:
+    def load(self, path: str, field: str) -> Teacher:
+        """A model path, or an endpoint URL (a served teacher; inside a router or pool, dense)."""
+        if is_url(path):
+            return self.served([path], field, dense=field != "teacher")
         t, p = self.cfg.teacher, self.policy
         # `teacher.revision` pins `teacher.path` only; other teacher models load at their default revision
         revision = getattr(t, "revision", None) if field == "teacher" else None
+        mode = getattr(t, "tokenizer", "same")
+        if mode != "same" and field == "teacher":
+            lm, tok = load_causal_lm(path, t.dtype, t.trust_remote_code, field, revision)
+            return CrossTokenizerTeacher(lm.to(self.device), tok, p.preprocessor, p.module, mode)
         return load_lm_teacher(
             path, t.dtype, t.trust_remote_code, field, p.preprocessor, p.lm, self.device, self.cfg.student.lazy_logits, revision
         )
 
     def view_of(self, module: HiddenStates, field: str) -> Teacher:
         return lm_teacher_view(module)
+
+    def served(self, urls, field: str, dense: bool) -> Teacher:
+        """A teacher behind `urls` (`teacher.server.*`), checked against the student's tokenizer."""
+        vocab = self.policy.lm.get_output_embeddings().weight.shape[0]
+        return served_teacher(urls, self.cfg.teacher.server, field, self.policy.preprocessor, vocab, dense)

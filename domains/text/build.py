@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from unified_opd.data_sources import is_hub_dataset
 from unified_opd.domain import Components
 from unified_opd.domains.lm import Sampling, load_causal_lm, load_student, max_context
+from unified_opd.domains.lm.served import is_url
 from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths
 
@@ -22,19 +23,29 @@ from .views import view_builder
 
 def _check_paths(cfg: DictConfig) -> None:
     t = cfg.teacher
+    paths = {
+        # a Hub dataset name is not a local path; `data_sources` checks it can be fetched
+        **{f"data.{k}": cfg.data[k] for k in ("path", "eval_path") if not is_hub_dataset(str(cfg.data[k]))},
+        "student.path": cfg.student.path,
+        "teacher.path": t.path,
+        "teacher.reference": None if t.reference == "student" else t.reference,
+        "teacher.cache.dir": t.cache.dir if t.kind == "cache" else None,
+        **{f"teacher.experts.{k}": v for k, v in t.experts.items()},
+        **{f"teacher.members[{i}]": v for i, v in enumerate(t.members)},
+    }
     check_local_paths(
-        {
-            # a Hub dataset name is not a local path; `data_sources` checks it can be fetched
-            **{f"data.{k}": cfg.data[k] for k in ("path", "eval_path") if not is_hub_dataset(str(cfg.data[k]))},
-            "student.path": cfg.student.path,
-            "teacher.path": t.path,
-            "teacher.reference": None if t.reference == "student" else t.reference,
-            "teacher.cache.dir": t.cache.dir if t.kind == "cache" else None,
-            **{f"teacher.experts.{k}": v for k, v in t.experts.items()},
-            **{f"teacher.members[{i}]": v for i, v in enumerate(t.members)},
-        },
+        {k: v for k, v in paths.items() if not is_url(v)},  # an endpoint URL is checked when the teacher connects
         models={"student.path": cfg.student.revision, "teacher.path": t.revision},
     )
+
+
+def _eval_teachers(cfg: DictConfig, built):
+    """What held-out evaluation measures against: the teacher for the KL and the teacher model for
+    its own greedy accuracy; neither for a teacher with another tokenizer (its target is over
+    aligned spans or ranks, not the student's next-token distribution)."""
+    if cfg.teacher.tokenizer != "same":
+        return None, None
+    return built.eval_teacher, built.model.module.lm if built.model is not None else None
 
 
 def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
@@ -57,10 +68,11 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     policy = TextPolicy(lm.to(device), tok, cfg.data, sampling, cfg.student.lazy_logits, view)
     teachers = teacher_context(cfg, policy, device)
     built = build_teacher(teachers)
+    eval_teacher, teacher_lm = _eval_teachers(cfg, built)
     return Components(
         policy=policy,
         teacher=built.teacher,
         train_records=built.records or records,
-        evaluate=make_evaluator(eval_records, built.eval_teacher, cfg, built.model.module.lm if built.model else None),
+        evaluate=make_evaluator(eval_records, eval_teacher, cfg, teacher_lm),
         reference=build_reference(teachers),
     )

@@ -13,6 +13,7 @@ from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.data import VERIFIERS
 from unified_opd.math_answers import check_available as check_math_available
 from unified_opd.domains.lm import check_chat_template, check_sampling, check_stop_strings
+from unified_opd.domains.lm.cross_tokenizer import check_cross_tokenizer
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_kinds import check_teacher
 from unified_opd.zoo import check_eval_data
@@ -50,6 +51,10 @@ class TeacherConfig(CoreTeacherConfig):
     dtype: str = "float32"
     trust_remote_code: bool = False
     view: str = "same"  # what the teacher reads (registry domains/text/views.py): same | answer_hint
+    # a teacher with another tokenizer (kind model): same (default: a different one is an error) |
+    # align (GOLD-style spans by character offsets, for the sampled-token loss) | uld (sorted
+    # probabilities on the student's ranks; divergence.name: tv is the ULD loss); docs/cross_tokenizer.md
+    tokenizer: str = "same"
     cache: CacheConfig = field(default_factory=CacheConfig)  # kind cache (Lightning OPD)
 
 
@@ -111,3 +116,4 @@ def check(cfg) -> None:
     check_stop_strings(cfg.rollout.stop)
     check_teacher(cfg.teacher, TextTeacherSource)
     check_eval_data(cfg.data)
+    check_cross_tokenizer(cfg.teacher)

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import torch
-from tokenizers import Regex, decoders, pre_tokenizers
+from tokenizers import Regex, decoders, models, pre_tokenizers
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from unified_opd.data import write_jsonl
-from unified_opd.domains.lm.tiny import SPECIALS, tiny_llama, word_level_tokenizer
+from unified_opd.domains.lm.tiny import SPECIALS, fast_tokenizer, tiny_llama, word_level_tokenizer
 from unified_opd.supervised import SupervisedPlan, fit, model_loss
 from unified_opd.zoo import console, register_zoo
 
@@ -88,6 +88,16 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     """Character-level tokenizer: one token per character, `<s>` prepended, `</s>` ends answers."""
     vocab = {t: i for i, t in enumerate(SPECIALS + CHARS)}
     return word_level_tokenizer(vocab, pre_tokenizers.Split(Regex("."), behavior="isolated"), decoders.Fuse())
+
+
+def build_pair_tokenizer() -> PreTrainedTokenizerFast:
+    """A BPE tokenizer over the same characters plus every two-digit pair ("47" is one token,
+    "231" is "23" "1"): a teacher vocabulary that really differs from `build_tokenizer`'s
+    (cross-tokenizer distillation, `teacher.tokenizer: align | uld`)."""
+    pairs = [a + b for a in "0123456789" for b in "0123456789"]
+    vocab = {t: i for i, t in enumerate(SPECIALS + CHARS + pairs)}
+    bpe = models.BPE(vocab=vocab, merges=[(p[0], p[1]) for p in pairs], unk_token="<unk>")
+    return fast_tokenizer(bpe, pre_tokenizers.Split(Regex("[0-9]+|."), behavior="isolated"), decoders.Fuse(), prepend_bos=True)
 
 
 # ------------------------------------------------------------------ models and supervised training
