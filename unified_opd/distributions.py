@@ -237,13 +237,18 @@ class Categorical(Distribution):
     @classmethod
     def from_topk(cls, logprobs: Tensor, indices: Tensor, vocab_size: int) -> "Categorical":
         """Sparse: the top-k log-probs `[..., K]` of tokens `indices`, plus a tail bucket holding
-        the remaining mass `1 - sum(exp(logprobs))` spread over the other V - K tokens."""
+        the remaining mass `1 - sum(exp(logprobs))` spread over the other V - K tokens.
+
+        With K = V there is no tail: the result is dense (an empty tail bucket would have
+        log-mass -inf, whose gradient is NaN in every divergence that reads it)."""
         if logprobs.shape != indices.shape:
             raise ValueError(
                 f"Categorical.from_topk: logprobs {tuple(logprobs.shape)} and indices {tuple(indices.shape)} must match"
             )
         if indices.numel() and int(indices.max()) >= vocab_size:
             raise ValueError(f"Categorical.from_topk: an index is >= vocab_size={vocab_size}")
+        if logprobs.shape[-1] == vocab_size:
+            return cls.from_logits(torch.empty_like(logprobs).scatter(-1, indices.long(), logprobs))
         return cls(
             rows=(),
             shared=(),
