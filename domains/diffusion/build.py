@@ -15,7 +15,7 @@ from unified_opd.teacher_kinds import TeacherContext, build_reference, build_tea
 from unified_opd.zoo import resolve
 
 from .anchor import AnchorLoss, cold_start, teacher_samples
-from .config import check
+from .config import check, check_text_inputs
 from .evaluate import DiffusionEvaluator, eval_sampler
 from .generator import load_generator
 from .policy import DiffusionPolicy, DiffusionTeacher
@@ -48,7 +48,7 @@ def train_records(cfg: DictConfig, policy: DiffusionPolicy) -> List[Dict[str, An
     else:
         records = [{"prompt": p} for p in cfg.data.prompts]
     if not records:
-        raise ConfigError("data.prompts: a text-to-image student needs prompts (data.prompts, or data.path records with a 'prompt' field)")
+        raise ConfigError(f"data.path: {cfg.data.path} holds no records")
     return records
 
 
@@ -85,6 +85,7 @@ def build(cfg: DictConfig, accelerator) -> Components:
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
     policy = _policy(cfg, accelerator.device)
+    check_text_inputs(cfg, policy.generator.conditioner.kind == "prompt")
     records = train_records(cfg, policy)
     conditions, tag_of = _conditions(records, policy)
     tags = list(dict.fromkeys(tag_of.values()))
@@ -133,8 +134,6 @@ def _evaluator(cfg: DictConfig, policy: DiffusionPolicy, experts: Experts, exper
     classifier, real = None, None
     text = policy.generator.conditioner.kind == "prompt"
     if e.classifier is not None:
-        if text:
-            raise ConfigError("eval.classifier: the digit classifier judges class-conditioned digits; set eval.classifier=null for a text-to-image student")
         classifier = load_classifier(resolve(e.classifier, "eval.classifier"), "eval.classifier")
         real, _ = digits_images(policy.spec.size)
         if real.shape[1:] != policy.spec.shape:

@@ -13,6 +13,7 @@ from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_config import check_replaced_keys
 from unified_opd.teacher_kinds import check_teacher
 
+from .generator import is_pipeline
 from .sampler import SamplerSpec
 from .teachers import DiffusionTeacherSource
 
@@ -112,6 +113,17 @@ class DiffusionRunConfig(RunConfig):
 EVAL_SAMPLERS = ("rollout", "ode", "sde")
 
 
+def check_text_inputs(cfg: Any, text: bool) -> None:
+    """A text-to-image student needs prompts and no digit classifier (checked before any load
+    when `student.path` is a local pipeline, `config.check`; after the student's load otherwise)."""
+    if not text:
+        return
+    if cfg.eval.classifier is not None:
+        raise ConfigError("eval.classifier: the digit classifier judges class-conditioned digits; set eval.classifier=null for a text-to-image student")
+    if not cfg.data.prompts and not cfg.data.path:
+        raise ConfigError("data.prompts: a text-to-image student needs prompts (data.prompts, or data.path records with a 'prompt' field)")
+
+
 def check(cfg) -> None:
     """The diffusion domain's value checks, before any model load or zoo build. The checks that
     need a model (class ids against the model's classes, latent shapes) come with the loads."""
@@ -136,3 +148,5 @@ def check(cfg) -> None:
         raise ConfigError("data.prompts: give the prompts either inline (data.prompts) or in a file (data.path), not both")
     if cfg.eval.sampler not in EVAL_SAMPLERS:
         raise ConfigError(f"eval.sampler: expected one of {EVAL_SAMPLERS}, got {cfg.eval.sampler!r}")
+    if not str(cfg.student.path).startswith("zoo:"):
+        check_text_inputs(cfg, is_pipeline(str(cfg.student.path)))

@@ -69,13 +69,11 @@ class DiffusionEvaluator:
 
     # ------------------------------------------------------------------ sampling
     def _inputs(self, shape, device) -> Tuple[Conditions, Tensor]:
-        g = torch.Generator().manual_seed(self.seed)
         if all(isinstance(c, int) for c in self.classes):
             conditions: Conditions = repeat_conditions(torch.tensor(self.classes), self.per_class).to(device)
         else:
             conditions = repeat_conditions(list(self.classes), self.per_class)
-        noise = torch.randn(len(conditions), *shape, generator=g)
-        return conditions, noise.to(device)
+        return conditions, eval_noise(self.seed, len(conditions), shape).to(device)
 
     def _sample(self, field_of: Callable[[Conditions], Callable], sigmas: Tensor, conditions: Conditions, noise: Tensor) -> Tensor:
         g = torch.Generator(device=noise.device).manual_seed(self.seed + 1)
@@ -151,6 +149,12 @@ class DiffusionEvaluator:
             self.teacher_metrics = self.judge(t_images, t_labels, "teacher_")
         metrics.update(self.teacher_metrics or {})
         return metrics
+
+
+def eval_noise(seed: int, n: int, shape) -> Tensor:
+    """The fixed starting noise of every evaluation (CPU generator, so it is the same on any device);
+    with `eval.sampler: ode`, an exported pipeline given these latents regenerates the eval images."""
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
 
 
 def eval_sampler(rollout: SamplerSpec, which: str) -> SamplerSpec:

@@ -123,7 +123,11 @@ def load_generator(path: str, field: str, device, resolution: int = 0, max_seque
 
 def _load_pipeline(path: str, field: str, device, resolution: int, max_sequence_length: int) -> Generator:
     from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
+    diffusers_logging.disable_progress_bar()  # one bar per component and per weight file
+    transformers_logging.disable_progress_bar()
     name = json.loads((Path(path) / PIPELINE_FILE).read_text()).get("_class_name", "")
     if name not in PIPELINES:
         raise UserError(f"{field}: unsupported pipeline {name!r} in {path}; use one of {sorted(PIPELINES)}")

@@ -57,7 +57,7 @@ class DiffusionTeacherSource:
 
 
 def check_compatible(student: Generator, teacher: Generator, field: str) -> None:
-    if teacher.spec.shape != student.spec.shape:
-        raise UserError(f"{field}: the teacher's latents are {teacher.spec.shape} but the student's are {student.spec.shape}")
     if teacher.conditioner.kind != student.conditioner.kind:
         raise UserError(f"{field}: a {teacher.conditioner.kind}-conditioned teacher cannot teach a {student.conditioner.kind}-conditioned student")
+    if teacher.spec.shape != student.spec.shape:
+        raise UserError(f"{field}: the teacher's latents are {teacher.spec.shape} but the student's are {student.spec.shape}")

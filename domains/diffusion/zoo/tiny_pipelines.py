@@ -1,0 +1,123 @@
+"""Tiny SD3 and FLUX pipelines built from configs, offline: character-level tokenizers, small
+CLIP / T5 text encoders, a small `AutoencoderKL` and a one-block transformer of the family.
+
+They are real diffusers pipelines (`save_pretrained` / `DiffusionPipeline.from_pretrained`), so
+the tests and the zoo exercise exactly the code path of SD3 / SD3.5 and FLUX checkpoints.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+
+LETTERS = string.ascii_lowercase + string.digits + ",."
+
+
+def char_clip_tokenizer(max_length: int = 16) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer with no merges: one token per character (word-final ones marked)."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in LETTERS:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+
+
+def char_t5_tokenizer(max_length: int = 16) -> T5TokenizerFast:
+    """A T5 unigram tokenizer over single characters and word-initial characters."""
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(c, -3.0) for c in LETTERS] + [("▁" + c, -2.5) for c in LETTERS]
+    return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=max_length)
+
+
+VOCAB = 2 * len(LETTERS) + 4  # covers both tokenizers
+
+
+@dataclass(frozen=True)
+class TinySizes:
+    """Widths of the tiny components; `sample_size` is the latent size (pixels = 2× with the VAE)."""
+
+    text_width: int = 16
+    width: int = 16  # transformer heads × head dim
+    heads: int = 2
+    layers: int = 1
+    sample_size: int = 8
+    latent_channels: int = 4
+    vae_channels: tuple = (8, 16)
+    max_length: int = 16
+
+
+def clip_encoder(s: TinySizes, projection: bool, seed: int):
+    torch.manual_seed(seed)
+    cfg = CLIPTextConfig(
+        vocab_size=VOCAB, hidden_size=s.text_width, intermediate_size=2 * s.text_width, num_attention_heads=2,
+        num_hidden_layers=2, projection_dim=s.text_width, max_position_embeddings=s.max_length,
+        bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    )
+    return CLIPTextModelWithProjection(cfg) if projection else CLIPTextModel(cfg)
+
+
+def t5_encoder(s: TinySizes, seed: int) -> T5EncoderModel:
+    torch.manual_seed(seed)
+    return T5EncoderModel(T5Config(vocab_size=VOCAB, d_model=s.text_width, d_ff=2 * s.text_width, d_kv=8,
+                                   num_heads=2, num_layers=1, decoder_start_token_id=0))
+
+
+def tiny_vae(s: TinySizes, seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    n = len(s.vae_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=s.vae_channels, latent_channels=s.latent_channels, norm_num_groups=4,
+        sample_size=s.sample_size * 2 ** (n - 1), scaling_factor=1.5, shift_factor=0.05,
+    )
+
+
+def sd3_transformer(s: TinySizes, seed: int) -> SD3Transformer2DModel:
+    torch.manual_seed(seed)
+    return SD3Transformer2DModel(
+        sample_size=s.sample_size, patch_size=2, in_channels=s.latent_channels, out_channels=s.latent_channels,
+        num_layers=s.layers, attention_head_dim=s.width // s.heads, num_attention_heads=s.heads,
+        joint_attention_dim=s.text_width, caption_projection_dim=s.width, pooled_projection_dim=2 * s.text_width,
+        pos_embed_max_size=s.sample_size,
+    )
+
+
+def tiny_sd3_pipeline(seed: int = 0, sizes: TinySizes = TinySizes(), vae: AutoencoderKL = None) -> StableDiffusion3Pipeline:
+    """SD3: two CLIP encoders with projection + T5, `shift=3.0` as SD3-medium's scheduler."""
+    s = sizes
+    return StableDiffusion3Pipeline(
+        transformer=sd3_transformer(s, seed), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae if vae is not None else tiny_vae(s),
+        text_encoder=clip_encoder(s, True, 101), tokenizer=char_clip_tokenizer(s.max_length),
+        text_encoder_2=clip_encoder(s, True, 102), tokenizer_2=char_clip_tokenizer(s.max_length),
+        text_encoder_3=t5_encoder(s, 103), tokenizer_3=char_t5_tokenizer(s.max_length),
+    )
+
+
+def tiny_flux_pipeline(seed: int = 0, sizes: TinySizes = TinySizes(), guidance_embeds: bool = False) -> FluxPipeline:
+    """FLUX: CLIP (pooled) + T5, packed 2×2 latents, a dynamically shifted scheduler."""
+    s = sizes
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4 * s.latent_channels, num_layers=s.layers, num_single_layers=s.layers,
+        attention_head_dim=s.width // s.heads, num_attention_heads=s.heads, joint_attention_dim=s.text_width,
+        pooled_projection_dim=s.text_width, guidance_embeds=guidance_embeds, axes_dims_rope=(2, 2, 4),
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=64,
+                                                base_shift=0.5, max_shift=1.15)
+    return FluxPipeline(
+        transformer=transformer, scheduler=scheduler, vae=tiny_vae(s),
+        text_encoder=clip_encoder(s, False, 101), tokenizer=char_clip_tokenizer(s.max_length),
+        text_encoder_2=t5_encoder(s, 103), tokenizer_2=char_t5_tokenizer(s.max_length),
+    )
