@@ -27,6 +27,7 @@ from unified_opd.errors import ConfigError, UserError
 from unified_opd.trainer import Trainer
 
 from test_diffusion import tiny_dit
+from test_diffusion_e2e import restore_threads  # noqa: F401  (autouse fixture: the runs set cpu_threads=1)
 
 PROMPTS = ["a red circle", "a blue square", "a green dot"]
 SEQ = 16  # student.max_sequence_length of the tiny pipelines
@@ -43,13 +44,6 @@ def pipes(tmp_path_factory):
         for p, task in zip(PROMPTS, ["color", "shape", "color"]):
             f.write(json.dumps({"prompt": p, "task": task}) + "\n")
     return root
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def generator(path, family="sd3"):

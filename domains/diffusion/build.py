@@ -18,6 +18,7 @@ from .anchor import AnchorLoss, cold_start, teacher_samples
 from .config import check, check_text_inputs
 from .evaluate import DiffusionEvaluator, eval_sampler
 from .generator import load_generator
+from .judges import DigitJudge, load_attribute_judge
 from .policy import DiffusionPolicy, DiffusionTeacher
 from .sampler import SamplerSpec
 from .teachers import DiffusionTeacherSource, expert_tags
@@ -110,7 +111,7 @@ def build(cfg: DictConfig, accelerator) -> Components:
         evaluate=_evaluator(cfg, policy, experts, expert_for, conditions),
         reference=build_reference(ctx),
         extra_loss=extra_loss,
-        summary_keys=["acc", "fd", "teacher_acc", "teacher_fd"],
+        summary_keys=["acc", "score", "fd", "teacher_acc", "teacher_score", "teacher_fd"],
     )
 
 
@@ -129,19 +130,27 @@ def _cold_start_and_anchor(cfg: DictConfig, policy: DiffusionPolicy, expert_for:
     return None
 
 
+def _judge(cfg: DictConfig, policy: DiffusionPolicy, experts: Experts, shown: list):
+    """The eval judge: the digit classifier for class conditions, an attribute judge for prompts."""
+    path = cfg.eval.classifier
+    if path is None:
+        return None
+    resolved = resolve(path, "eval.classifier")
+    classifier = load_classifier(resolved, "eval.classifier")
+    if policy.generator.conditioner.kind == "prompt":
+        return load_attribute_judge(resolved, "eval.classifier", classifier)
+    real, _ = digits_images(policy.spec.size)
+    if real.shape[1:] != policy.spec.shape:
+        raise UserError(f"eval.classifier: it judges {tuple(real.shape[1:])} digits but the student makes {policy.spec.shape}")
+    return DigitJudge(classifier, real, [[int(t) for t in tl] for _, tl in experts], shown)
+
+
 def _evaluator(cfg: DictConfig, policy: DiffusionPolicy, experts: Experts, expert_for: Callable, conditions: list) -> DiffusionEvaluator:
     e = cfg.eval
-    classifier, real = None, None
     text = policy.generator.conditioner.kind == "prompt"
-    if e.classifier is not None:
-        classifier = load_classifier(resolve(e.classifier, "eval.classifier"), "eval.classifier")
-        real, _ = digits_images(policy.spec.size)
-        if real.shape[1:] != policy.spec.shape:
-            raise UserError(f"eval.classifier: it judges {tuple(real.shape[1:])} digits but the student makes {policy.spec.shape}")
     shown = (list(e.prompts) or conditions[: e.max_prompts]) if text else list(cfg.data.classes)
     return DiffusionEvaluator(
         classes=shown,
-        groups=[[int(t) for t in tl] for _, tl in experts] if not text else [],
         expert_for_class=expert_for,
         sampler=eval_sampler(policy.sampler, e.sampler),
         samples_per_class=e.samples_per_class,
@@ -149,8 +158,7 @@ def _evaluator(cfg: DictConfig, policy: DiffusionPolicy, experts: Experts, exper
         seed=e.seed,
         grid_per_class=e.grid_per_class,
         out_dir=Path(cfg.trainer.output_dir),
-        classifier=classifier,
-        real_images=real,
+        judge=_judge(cfg, policy, experts, shown),
         teacher=e.teacher,
         tensorboard=bool(cfg.trainer.tensorboard),
     )

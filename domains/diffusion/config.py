@@ -86,7 +86,8 @@ class ColdStartConfig:
 
 @dataclass
 class EvalConfig:
-    classifier: Optional[str] = "zoo:digits/classifier"  # judge of accuracy and FD (None: grids only)
+    # judge: the digit classifier (accuracy, FD) or a prompt judge (zoo:shapes/judge: score, FD); None: grids only
+    classifier: Optional[str] = "zoo:digits/classifier"
     samples_per_class: int = 50  # per class or prompt
     batch_size: int = 250
     prompts: List[str] = field(default_factory=list)  # text-to-image: evaluation prompts (empty: the first max_prompts training prompts)
@@ -111,16 +112,15 @@ class DiffusionRunConfig(RunConfig):
 
 
 EVAL_SAMPLERS = ("rollout", "ode", "sde")
+DIGIT_JUDGE = "zoo:digits/classifier"
 
 
 def check_text_inputs(cfg: Any, text: bool) -> None:
-    """A text-to-image student needs prompts and no digit classifier (checked before any load
+    """A text-to-image student needs prompts and a prompt judge, not the digit classifier (checked before any load
     when `student.path` is a local pipeline, `config.check`; after the student's load otherwise)."""
-    if not text:
-        return
-    if cfg.eval.classifier is not None:
-        raise ConfigError("eval.classifier: the digit classifier judges class-conditioned digits; set eval.classifier=null for a text-to-image student")
-    if not cfg.data.prompts and not cfg.data.path:
+    if text and cfg.eval.classifier == DIGIT_JUDGE:
+        raise ConfigError(f"eval.classifier: {DIGIT_JUDGE} judges class-conditioned digits; a text-to-image student needs a prompt judge (zoo:shapes/judge) or null")
+    if text and not cfg.data.prompts and not cfg.data.path:
         raise ConfigError("data.prompts: a text-to-image student needs prompts (data.prompts, or data.path records with a 'prompt' field)")
 
 

@@ -1,7 +1,7 @@
 """Evaluation of a diffusion student: a PNG grid of samples per eval (decoded by the pipeline's
-VAE for latent generators) and, with a judge, class-conditional accuracy (overall and per
-expert's classes) and Fréchet distance by the digit classifier. Conditions are class ids or
-prompts; every sample is drawn from fixed noise, shared by student and teachers."""
+VAE for latent generators) and, with a judge (`judges.py`), its figures for student and teachers.
+Conditions are class ids or prompts; every sample is drawn from fixed noise, shared by student
+and teachers."""
 
 from __future__ import annotations
 
@@ -12,20 +12,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .metrics import feature_stats, frechet_distance, grid_array, save_grid
+from .metrics import grid_array, save_grid
 from .conditioning import Conditions, index_conditions, repeat_conditions
 from .policy import DiffusionPolicy, DiffusionTeacher
 from .sampler import SamplerSpec, sample_images, sample_trajectory
 
 Condition = Union[int, str]
-
-
-def group_name(classes: Sequence[int]) -> str:
-    """`classes_0-4` for a contiguous range, `classes_1_3_7` otherwise."""
-    c = sorted(classes)
-    if c == list(range(c[0], c[-1] + 1)) and len(c) > 1:
-        return f"classes_{c[0]}-{c[-1]}"
-    return "classes_" + "_".join(map(str, c))
 
 
 class DiffusionEvaluator:
@@ -35,7 +27,6 @@ class DiffusionEvaluator:
         self,
         *,
         classes: Sequence[Condition],
-        groups: List[List[int]],
         expert_for_class: Callable[[Condition], DiffusionTeacher],
         sampler: SamplerSpec,
         samples_per_class: int,
@@ -43,13 +34,11 @@ class DiffusionEvaluator:
         seed: int,
         grid_per_class: int,
         out_dir: Path,
-        classifier=None,
-        real_images: Optional[Tensor] = None,
+        judge: Optional[Callable[[Tensor, Conditions, str], Dict[str, float]]] = None,
         teacher: bool = True,
         tensorboard: bool = False,
     ):
         self.classes = list(classes)
-        self.groups = [g for g in groups if set(g) & set(self.classes)]
         self.expert_for_class = expert_for_class
         self.sampler = sampler
         self.per_class = samples_per_class
@@ -57,11 +46,7 @@ class DiffusionEvaluator:
         self.seed = seed
         self.grid_per_class = min(grid_per_class, samples_per_class)
         self.out_dir = Path(out_dir)
-        self.classifier = classifier
-        self.real_stats = None
-        if classifier is not None and real_images is not None:
-            with torch.no_grad():
-                self.real_stats = feature_stats(classifier.features(real_images))
+        self.judge = judge
         self.teacher = teacher
         self.teacher_metrics: Optional[Dict[str, float]] = None
         self.tensorboard = tensorboard
@@ -103,21 +88,6 @@ class DiffusionEvaluator:
         return images, conditions
 
     # ------------------------------------------------------------------ figures
-    def judge(self, images: Tensor, labels: Conditions, prefix: str = "") -> Dict[str, float]:
-        if self.classifier is None or not isinstance(labels, Tensor):
-            return {}
-        clf = self.classifier.to(images.device)
-        with torch.no_grad():
-            feats = clf.features(images)
-            correct = (clf.head(feats).argmax(-1) == labels).float()
-        out = {f"{prefix}acc": float(correct.mean())}
-        for g in self.groups:
-            m = torch.isin(labels, torch.tensor(g, device=labels.device))
-            out[f"{prefix}acc/{group_name(g)}"] = float(correct[m].mean())
-        if self.real_stats is not None:
-            out[f"{prefix}fd"] = frechet_distance(*feature_stats(feats.cpu()), *self.real_stats)
-        return out
-
     def _grid(self, images: Tensor, name: str, step: int) -> Path:
         """Rows: conditions; columns: the first `grid_per_class` samples of each (decoded images)."""
         keep = torch.arange(len(images)).reshape(len(self.classes), self.per_class)[:, : self.grid_per_class]
@@ -141,12 +111,12 @@ class DiffusionEvaluator:
         images, labels = self.student_images(policy)
         images = policy.generator.decode(images)
         self._grid(images, f"step_{step:06d}", step)
-        metrics = self.judge(images, labels)
+        metrics = self.judge(images, labels, "") if self.judge else {}
         if self.teacher and self.teacher_metrics is None:
             t_images, t_labels = self.teacher_images(policy)
             t_images = policy.generator.decode(t_images)
             self._grid(t_images, "teacher", step)
-            self.teacher_metrics = self.judge(t_images, t_labels, "teacher_")
+            self.teacher_metrics = self.judge(t_images, t_labels, "teacher_") if self.judge else {}
         metrics.update(self.teacher_metrics or {})
         return metrics
 

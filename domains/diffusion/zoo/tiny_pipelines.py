@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from diffusers import (
@@ -24,23 +25,30 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 LETTERS = string.ascii_lowercase + string.digits + ",."
 
 
-def char_clip_tokenizer(max_length: int = 16) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer with no merges: one token per character (word-final ones marked)."""
+def char_clip_tokenizer(max_length: int = 16, words: Sequence[str] = ()) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer over single characters (word-final ones marked `</w>`), plus merges
+    that make each of `words` one token."""
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for c in LETTERS:
         vocab[c] = len(vocab)
         vocab[c + "</w>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+    merges = []
+    for w in words:
+        parts = list(w[:-1]) + [w[-1] + "</w>"]
+        cur = parts[0]
+        for p in parts[1:]:
+            merges.append((cur, p))
+            cur += p
+            vocab.setdefault(cur, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=max_length)
 
 
-def char_t5_tokenizer(max_length: int = 16) -> T5TokenizerFast:
-    """A T5 unigram tokenizer over single characters and word-initial characters."""
+def char_t5_tokenizer(max_length: int = 16, words: Sequence[str] = ()) -> T5TokenizerFast:
+    """A T5 unigram tokenizer over single and word-initial characters, with `words` as likelier pieces."""
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
     pieces += [(c, -3.0) for c in LETTERS] + [("▁" + c, -2.5) for c in LETTERS]
+    pieces += [("▁" + w, -1.0) for w in words if len(w) > 1]
     return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=max_length)
-
-
-VOCAB = 2 * len(LETTERS) + 4  # covers both tokenizers
 
 
 @dataclass(frozen=True)
@@ -55,12 +63,20 @@ class TinySizes:
     latent_channels: int = 4
     vae_channels: tuple = (8, 16)
     max_length: int = 16
+    words: tuple = ()  # whole-word tokens of both tokenizers
+
+    def tokenizers(self):
+        return char_clip_tokenizer(self.max_length, self.words), char_t5_tokenizer(self.max_length, self.words)
+
+    @property
+    def vocab_size(self) -> int:
+        return max(len(t) for t in self.tokenizers())
 
 
 def clip_encoder(s: TinySizes, projection: bool, seed: int):
     torch.manual_seed(seed)
     cfg = CLIPTextConfig(
-        vocab_size=VOCAB, hidden_size=s.text_width, intermediate_size=2 * s.text_width, num_attention_heads=2,
+        vocab_size=s.vocab_size, hidden_size=s.text_width, intermediate_size=2 * s.text_width, num_attention_heads=2,
         num_hidden_layers=2, projection_dim=s.text_width, max_position_embeddings=s.max_length,
         bos_token_id=0, eos_token_id=1, pad_token_id=1,
     )
@@ -69,7 +85,7 @@ def clip_encoder(s: TinySizes, projection: bool, seed: int):
 
 def t5_encoder(s: TinySizes, seed: int) -> T5EncoderModel:
     torch.manual_seed(seed)
-    return T5EncoderModel(T5Config(vocab_size=VOCAB, d_model=s.text_width, d_ff=2 * s.text_width, d_kv=8,
+    return T5EncoderModel(T5Config(vocab_size=s.vocab_size, d_model=s.text_width, d_ff=2 * s.text_width, d_kv=8,
                                    num_heads=2, num_layers=1, decoder_start_token_id=0))
 
 
@@ -93,15 +109,15 @@ def sd3_transformer(s: TinySizes, seed: int) -> SD3Transformer2DModel:
     )
 
 
-def tiny_sd3_pipeline(seed: int = 0, sizes: TinySizes = TinySizes(), vae: AutoencoderKL = None) -> StableDiffusion3Pipeline:
-    """SD3: two CLIP encoders with projection + T5, `shift=3.0` as SD3-medium's scheduler."""
+def tiny_sd3_pipeline(seed: int = 0, sizes: TinySizes = TinySizes(), shift: float = 3.0) -> StableDiffusion3Pipeline:
+    """SD3: two CLIP encoders with projection + T5; `shift=3.0` is SD3-medium's scheduler."""
     s = sizes
+    clip_tok, t5_tok = s.tokenizers()
     return StableDiffusion3Pipeline(
-        transformer=sd3_transformer(s, seed), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=vae if vae is not None else tiny_vae(s),
-        text_encoder=clip_encoder(s, True, 101), tokenizer=char_clip_tokenizer(s.max_length),
-        text_encoder_2=clip_encoder(s, True, 102), tokenizer_2=char_clip_tokenizer(s.max_length),
-        text_encoder_3=t5_encoder(s, 103), tokenizer_3=char_t5_tokenizer(s.max_length),
+        transformer=sd3_transformer(s, seed), scheduler=FlowMatchEulerDiscreteScheduler(shift=shift), vae=tiny_vae(s),
+        text_encoder=clip_encoder(s, True, 101), tokenizer=clip_tok,
+        text_encoder_2=clip_encoder(s, True, 102), tokenizer_2=clip_tok,
+        text_encoder_3=t5_encoder(s, 103), tokenizer_3=t5_tok,
     )
 
 
@@ -116,8 +132,9 @@ def tiny_flux_pipeline(seed: int = 0, sizes: TinySizes = TinySizes(), guidance_e
     )
     scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=64,
                                                 base_shift=0.5, max_shift=1.15)
+    clip_tok, t5_tok = s.tokenizers()
     return FluxPipeline(
         transformer=transformer, scheduler=scheduler, vae=tiny_vae(s),
-        text_encoder=clip_encoder(s, False, 101), tokenizer=char_clip_tokenizer(s.max_length),
-        text_encoder_2=t5_encoder(s, 103), tokenizer_2=char_t5_tokenizer(s.max_length),
+        text_encoder=clip_encoder(s, False, 101), tokenizer=clip_tok,
+        text_encoder_2=t5_encoder(s, 103), tokenizer_2=t5_tok,
     )
