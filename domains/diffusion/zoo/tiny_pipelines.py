@@ -27,20 +27,25 @@ LETTERS = string.ascii_lowercase + string.digits + ",."
 
 def char_clip_tokenizer(max_length: int = 16, words: Sequence[str] = ()) -> CLIPTokenizer:
     """A CLIP BPE tokenizer over single characters (word-final ones marked `</w>`), plus merges
-    that make each of `words` one token."""
+    that make each of `words` one token (longer words' merges rank first, so a shorter word's
+    merge never splits a longer word: checked)."""
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for c in LETTERS:
         vocab[c] = len(vocab)
         vocab[c + "</w>"] = len(vocab)
     merges = []
-    for w in words:
+    for w in sorted(words, key=len, reverse=True):
         parts = list(w[:-1]) + [w[-1] + "</w>"]
         cur = parts[0]
         for p in parts[1:]:
             merges.append((cur, p))
             cur += p
             vocab.setdefault(cur, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=max_length)
+    tok = CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=max_length)
+    split = [w for w in words if tok.tokenize(w) != [w + "</w>"]]
+    if split:
+        raise ValueError(f"char_clip_tokenizer: words {split} do not tokenize to one token")
+    return tok
 
 
 def char_t5_tokenizer(max_length: int = 16, words: Sequence[str] = ()) -> T5TokenizerFast:
@@ -69,6 +74,11 @@ class TinySizes:
         return char_clip_tokenizer(self.max_length, self.words), char_t5_tokenizer(self.max_length, self.words)
 
     @property
+    def t5_width(self) -> int:
+        """T5 is as wide as the two CLIPs side by side, so SD3 pads, never truncates, their embeddings."""
+        return 2 * self.text_width
+
+    @property
     def vocab_size(self) -> int:
         return max(len(t) for t in self.tokenizers())
 
@@ -85,7 +95,7 @@ def clip_encoder(s: TinySizes, projection: bool, seed: int):
 
 def t5_encoder(s: TinySizes, seed: int) -> T5EncoderModel:
     torch.manual_seed(seed)
-    return T5EncoderModel(T5Config(vocab_size=s.vocab_size, d_model=s.text_width, d_ff=2 * s.text_width, d_kv=8,
+    return T5EncoderModel(T5Config(vocab_size=s.vocab_size, d_model=s.t5_width, d_ff=2 * s.t5_width, d_kv=8,
                                    num_heads=2, num_layers=1, decoder_start_token_id=0))
 
 
@@ -104,7 +114,7 @@ def sd3_transformer(s: TinySizes, seed: int) -> SD3Transformer2DModel:
     return SD3Transformer2DModel(
         sample_size=s.sample_size, patch_size=2, in_channels=s.latent_channels, out_channels=s.latent_channels,
         num_layers=s.layers, attention_head_dim=s.width // s.heads, num_attention_heads=s.heads,
-        joint_attention_dim=s.text_width, caption_projection_dim=s.width, pooled_projection_dim=2 * s.text_width,
+        joint_attention_dim=s.t5_width, caption_projection_dim=s.width, pooled_projection_dim=2 * s.text_width,
         pos_embed_max_size=s.sample_size,
     )
 
@@ -127,7 +137,7 @@ def tiny_flux_pipeline(seed: int = 0, sizes: TinySizes = TinySizes(), guidance_e
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
         patch_size=1, in_channels=4 * s.latent_channels, num_layers=s.layers, num_single_layers=s.layers,
-        attention_head_dim=s.width // s.heads, num_attention_heads=s.heads, joint_attention_dim=s.text_width,
+        attention_head_dim=s.width // s.heads, num_attention_heads=s.heads, joint_attention_dim=s.t5_width,
         pooled_projection_dim=s.text_width, guidance_embeds=guidance_embeds, axes_dims_rope=(2, 2, 4),
     )
     scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=64,
