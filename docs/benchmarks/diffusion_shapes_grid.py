@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image, ImageDraw
@@ -74,6 +75,24 @@ def main() -> None:
         draw.text((6, head + r * grid.height // len(SHOWN) + grid.height // len(SHOWN) // 2 - 6), q, fill="black")
     canvas.save(args.out)
     print(f"wrote {args.out}")
+    print(f"exported student vs the run's last evaluation grid: max pixel difference {regenerated_difference(pipe, args)} / 255")
+
+
+def regenerated_difference(pipe, args) -> int:
+    """Regenerate every evaluation sample with the exported pipeline and compare the run's grid
+    (rows: prompts, the first `grid_per_class` = --per-prompt samples each, upscaled 4×)."""
+    order = [q for q, _ in all_prompts()]
+    n, k = args.eval_per_prompt, args.per_prompt
+    prompts = [q for q in order for _ in range(n)]
+    noise = eval_noise(args.seed, len(prompts), (4, 8, 8))
+    images = torch.cat([pipe(prompts[i : i + 96], latents=noise[i : i + 96], num_inference_steps=args.steps, guidance_scale=1.0,
+                             max_sequence_length=12, output_type="pt").images * 2 - 1 for i in range(0, len(prompts), 96)])
+    keep = torch.arange(len(images)).reshape(len(order), n)[:, :k].reshape(-1)
+    ours = np.asarray(image_grid(images[keep], len(order))).astype(int)
+    last = sorted((Path(args.run) / "samples").glob("step_*.png"))[-1]
+    png = Image.open(last)
+    png = np.asarray(png.resize((png.width // 4, png.height // 4), Image.NEAREST)).astype(int)
+    return int(np.abs(ours - png).max())
 
 
 if __name__ == "__main__":

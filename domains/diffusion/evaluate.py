@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -106,15 +106,19 @@ class DiffusionEvaluator:
                 self._tb.flush()
         return path
 
+    def _decode(self, policy: DiffusionPolicy, latents: Tensor) -> Tensor:
+        """Images by the student's VAE, in chunks (teachers share its latent space: same spec)."""
+        return torch.cat([policy.generator.decode(latents[i : i + self.batch_size]) for i in range(0, len(latents), self.batch_size)])
+
     @torch.no_grad()
     def __call__(self, policy: DiffusionPolicy, step: int) -> Dict[str, float]:
         images, labels = self.student_images(policy)
-        images = policy.generator.decode(images)
+        images = self._decode(policy, images)
         self._grid(images, f"step_{step:06d}", step)
         metrics = self.judge(images, labels, "") if self.judge else {}
         if self.teacher and self.teacher_metrics is None:
             t_images, t_labels = self.teacher_images(policy)
-            t_images = policy.generator.decode(t_images)
+            t_images = self._decode(policy, t_images)
             self._grid(t_images, "teacher", step)
             self.teacher_metrics = self.judge(t_images, t_labels, "teacher_") if self.judge else {}
         metrics.update(self.teacher_metrics or {})
