@@ -142,7 +142,7 @@ def _judge(cfg: DictConfig, policy: DiffusionPolicy, experts: Experts, shown: li
     real, _ = digits_images(policy.spec.size)
     if real.shape[1:] != policy.spec.shape:
         raise UserError(f"eval.classifier: it judges {tuple(real.shape[1:])} digits but the student makes {policy.spec.shape}")
-    return DigitJudge(classifier, real, [[int(t) for t in tl] for _, tl in experts], shown)
+    return DigitJudge(classifier, real, [[int(t) for t in tl if t] for _, tl in experts], shown)
 
 
 def _evaluator(cfg: DictConfig, policy: DiffusionPolicy, experts: Experts, expert_for: Callable, conditions: list) -> DiffusionEvaluator:

@@ -25,7 +25,7 @@ def expert_tags(expert: Any, data_tags: List[str]) -> List[str]:
     """The routing tags an expert teaches: its `classes` (as strings) or `tasks`, or every tag of
     the data when it lists neither (then it also takes prompts without a `task`, tag "")."""
     listed = [str(c) for c in expert.classes] + [str(t) for t in expert.tasks]
-    return listed or list(data_tags)
+    return listed or list(dict.fromkeys([*data_tags, ""]))
 
 
 class DiffusionTeacherSource:
