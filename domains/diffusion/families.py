@@ -20,9 +20,6 @@ from typing import Callable, Dict
 
 import numpy as np
 import torch
-from diffusers.pipelines.flux.pipeline_flux import FluxPipeline
-from diffusers.pipelines.flux.pipeline_flux import calculate_shift as flux_shift
-from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift as sd3_shift
 from torch import Tensor, nn
 
 FAMILY_OF_CLASS = {
@@ -51,6 +48,8 @@ def _sd3_call(model: nn.Module, x: Tensor, t: Tensor, cond: Dict[str, Tensor]) -
 
 
 def _flux_call(model: nn.Module, x: Tensor, t: Tensor, cond: Dict[str, Tensor]) -> Tensor:
+    from diffusers.pipelines.flux.pipeline_flux import FluxPipeline  # pipelines import transformers' image processors (slow, noisy)
+
     b, c, h, w = x.shape
     packed = FluxPipeline._pack_latents(x, b, c, h, w)
     img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, x.device, x.dtype)
@@ -75,6 +74,9 @@ def velocity(model: nn.Module, x: Tensor, sigma: Tensor, cond: Dict[str, Tensor]
 
 def _mu(family: str, scheduler, seq_len: int) -> float:
     """The resolution-dependent shift of a dynamic-shifting scheduler, as each pipeline computes it."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift as flux_shift
+    from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift as sd3_shift
+
     c = scheduler.config
     shift = flux_shift if family == "flux" else sd3_shift
     return shift(seq_len, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
