@@ -21,6 +21,8 @@ from torch import Tensor
 
 from unified_opd.zoo import console, register_zoo
 
+from .threads import one_thread
+
 from .classifier import accuracy, save_classifier, train_classifier
 from .flow_matching import train_flow_matching
 from ..conditioning import ClassConditioner
@@ -121,13 +123,8 @@ def _fit(name: str, spec: GeneratorSpec, images: Tensor, labels: Tensor, seed: i
 @register_zoo("digits")
 def build_digits(dest: Path) -> None:
     """Experts (0–4, 5–9), student init, classifier and `card.json` for the `digits` task."""
-    threads = torch.get_num_threads()
-    # Tiny tensors: thread synchronisation costs more than it saves, badly so on a busy machine.
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         _build(dest)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _build(dest: Path) -> None:

@@ -25,6 +25,8 @@ from torch import Tensor
 from unified_opd.supervised import SupervisedPlan, fit
 from unified_opd.zoo import console, register_zoo
 
+from .threads import one_thread
+
 from ..judges import save_attribute_judge
 from .classifier import DigitClassifier, save_classifier, shift_augment
 
@@ -113,12 +115,8 @@ def train_judge(images: Tensor, prompts: List[str], steps: int = 300, batch: int
 @register_zoo("shapes")
 def build_shapes(dest: Path) -> None:
     """Judge, VAE, text encoders, experts per shape, student and `card.json` for `shapes`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: thread synchronisation costs more than it saves
-    try:
+    with one_thread():
         _build(dest)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _build(dest: Path) -> None:
