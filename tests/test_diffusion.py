@@ -11,6 +11,8 @@ import torch
 from diffusers import DDPMScheduler, DiTTransformer2DModel, FlowMatchEulerDiscreteScheduler, UNet2DModel
 
 import unified_opd as uo
+from unified_opd.domains.diffusion.conditioning import ClassConditioner
+from unified_opd.domains.diffusion.generator import Generator
 from unified_opd.domains.diffusion.metrics import frechet_distance
 from unified_opd.domains.diffusion.models import latent_spec, load_denoiser, save_denoiser
 from unified_opd.domains.diffusion.policy import DiffusionPolicy, DiffusionTeacher
@@ -38,10 +40,14 @@ def tiny_dit(classes: int = 4, size: int = 8, seed: int = 0) -> DiTTransformer2D
     )
 
 
+def class_generator(model, sched=None):
+    spec = latent_spec(model, "student.path")
+    return Generator(model, sched or FlowMatchEulerDiscreteScheduler(), spec, ClassConditioner(spec.num_classes))
+
+
 def make_policy(model, mode="sde", steps=4, samples=2):
     sched = FlowMatchEulerDiscreteScheduler(shift=2.0)
-    spec = latent_spec(model, "student.path")
-    return DiffusionPolicy(model, sched, spec, SamplerSpec(num_steps=steps, mode=mode), samples, "cpu")
+    return DiffusionPolicy(class_generator(model, sched), SamplerSpec(num_steps=steps, mode=mode), samples, "cpu")
 
 
 # ---------------------------------------------------------------- divergence
@@ -132,7 +138,7 @@ def test_loss_is_computed_on_the_students_own_trajectory(make):
             z = (r.actions - d.mean) / d.std  # the sampled noise: standard normal
             assert abs(float(z.mean())) < 0.1 and abs(float(z.std()) - 1) < 0.1
         # a teacher identical to the student has zero KL on every step of this trajectory
-        teacher = DiffusionTeacher(policy.module, 1000, policy.spec, "teacher", "cpu")
+        teacher = DiffusionTeacher(policy.generator, "teacher", "cpu")
         loss, m = uo.Objective(uo.divergence("kl"))(d, teacher.distribution(r), r)
         assert m["kl"] < 1e-6
 
@@ -210,10 +216,10 @@ def test_teacher_rejects_mismatched_latents_and_unknown_classes():
         r = policy.rollout([{"class": 3}])
     big = tiny_unet(size=16)
     with pytest.raises(UserError, match="teacher.experts\\[1\\].path.*latents"):
-        DiffusionTeacher(big, 1000, latent_spec(big, "t"), "teacher.experts[1].path", "cpu").distribution(r)
+        DiffusionTeacher(class_generator(big), "teacher.experts[1].path", "cpu").distribution(r)
     few = tiny_unet(classes=2)
     with pytest.raises(UserError, match="class ids"):
-        DiffusionTeacher(few, 1000, latent_spec(few, "t"), "teacher.experts[0].path", "cpu").distribution(r)
+        DiffusionTeacher(class_generator(few), "teacher.experts[0].path", "cpu").distribution(r)
     with pytest.raises(UserError, match="data.classes"):
         policy.rollout([{"class": 9}])
     with pytest.raises(ConfigError, match="rollout.mode"):

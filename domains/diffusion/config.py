@@ -13,19 +13,26 @@ from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_config import check_replaced_keys
 from unified_opd.teacher_kinds import check_teacher
 
+from .generator import is_pipeline
 from .sampler import SamplerSpec
 from .teachers import DiffusionTeacherSource
 
 
 @dataclass
 class StudentConfig:
-    path: str = MISSING  # a diffusers model directory (+ scheduler_config.json) or zoo:digits/student
+    # a diffusers pipeline directory (model_index.json: StableDiffusion3Pipeline, FluxPipeline), a
+    # class-conditioned denoiser directory (config.json + scheduler_config.json), or zoo:digits/student
+    path: str = MISSING
+    guidance_scale: float = 1.0  # the student's own classifier-free guidance (1 = a guidance-free student)
+    resolution: int = 0  # pipelines: image height = width in pixels (0 = the pipeline's default)
+    max_sequence_length: int = 0  # pipelines: T5 tokens per prompt (0 = the pipeline's default: SD3 256, FLUX 512)
 
 
 @dataclass
 class ExpertConfig:
-    path: str = MISSING  # a diffusers model directory or zoo:digits/expert_0_4
-    classes: List[int] = field(default_factory=list)  # the class ids this expert teaches (routing); empty = all
+    path: str = MISSING  # a pipeline or denoiser directory (as student.path) or zoo:digits/expert_0_4
+    classes: List[int] = field(default_factory=list)  # class-conditioned: the class ids this expert teaches (routing)
+    tasks: List[str] = field(default_factory=list)  # text-to-image: the record `task` tags it teaches; no classes/tasks = all
 
 
 @dataclass
@@ -35,6 +42,7 @@ class TeacherConfig(CoreTeacherConfig):
 
     kind: str = "router"  # router (each class to its expert) | pool | model | self (registry unified_opd/teacher_kinds.py)
     experts: List[ExpertConfig] = field(default_factory=list)
+    guidance_scale: float = 1.0  # classifier-free guidance of every teacher (w in v_u + w·(v_c − v_u); 1 = none)
     combine: Any = None  # replaced by teacher.kind (kept to say so)
     pool_weights: Any = None  # replaced by teacher.weights (kept to say so)
 
@@ -47,7 +55,9 @@ REPLACED_TEACHER_KEYS = {
 
 @dataclass
 class DataConfig:
-    classes: List[int] = field(default_factory=lambda: list(range(10)))  # conditions the student is distilled on
+    classes: List[int] = field(default_factory=lambda: list(range(10)))  # class-conditioned: the classes distilled on
+    prompts: List[str] = field(default_factory=list)  # text-to-image: the prompts distilled on (or data.path)
+    path: Optional[str] = None  # text-to-image: JSONL / JSON / parquet / CSV / datasets records with `prompt` (+ `task`)
 
 
 @dataclass
@@ -64,7 +74,7 @@ class RolloutConfig:
 class AnchorConfig:
     weight: float = 0.0  # manifold anchor: weight of a flow-matching loss on teacher samples (0 = off)
     batch_size: int = 64  # teacher samples per anchor step
-    samples_per_class: int = 64  # teacher samples generated once (ODE) for the anchor and the cold start
+    samples_per_class: int = 64  # teacher samples per class or prompt, generated once (ODE), for the anchor and the cold start
 
 
 @dataclass
@@ -76,9 +86,12 @@ class ColdStartConfig:
 
 @dataclass
 class EvalConfig:
-    classifier: Optional[str] = "zoo:digits/classifier"  # judge of accuracy and FD (None: grids only)
-    samples_per_class: int = 50
+    # judge: the digit classifier (accuracy, FD) or a prompt judge (zoo:shapes/judge: score, FD); None: grids only
+    classifier: Optional[str] = "zoo:digits/classifier"
+    samples_per_class: int = 50  # per class or prompt
     batch_size: int = 250
+    prompts: List[str] = field(default_factory=list)  # text-to-image: evaluation prompts (empty: the first max_prompts training prompts)
+    max_prompts: int = 8
     sampler: str = "rollout"  # rollout (the training sampler) | ode | sde
     seed: int = 1234  # fixed noise, shared by student and teachers, so evals are comparable
     grid_per_class: int = 10  # samples per class in the PNG grid
@@ -99,6 +112,16 @@ class DiffusionRunConfig(RunConfig):
 
 
 EVAL_SAMPLERS = ("rollout", "ode", "sde")
+DIGIT_JUDGE = "zoo:digits/classifier"
+
+
+def check_text_inputs(cfg: Any, text: bool) -> None:
+    """A text-to-image student needs prompts and a prompt judge, not the digit classifier (checked before any load
+    when `student.path` is a local pipeline, `config.check`; after the student's load otherwise)."""
+    if text and cfg.eval.classifier == DIGIT_JUDGE:
+        raise ConfigError(f"eval.classifier: {DIGIT_JUDGE} judges class-conditioned digits; a text-to-image student needs a prompt judge (zoo:shapes/judge) or null")
+    if text and not cfg.data.prompts and not cfg.data.path:
+        raise ConfigError("data.prompts: a text-to-image student needs prompts (data.prompts, or data.path records with a 'prompt' field)")
 
 
 def check(cfg) -> None:
@@ -115,5 +138,15 @@ def check(cfg) -> None:
     if cfg.rollout.num_samples < 1:
         raise ConfigError(f"rollout.num_samples: expected a positive integer, got {cfg.rollout.num_samples}")
     SamplerSpec.from_config(cfg.rollout)
+    for key, value in (("student.guidance_scale", cfg.student.guidance_scale), ("teacher.guidance_scale", t.guidance_scale)):
+        if value < 1:
+            raise ConfigError(f"{key}: expected a guidance scale >= 1 (1 = no guidance), got {value}")
+    for key, value in (("student.resolution", cfg.student.resolution), ("student.max_sequence_length", cfg.student.max_sequence_length)):
+        if value < 0:
+            raise ConfigError(f"{key}: expected a positive integer or 0 (the pipeline's default), got {value}")
+    if cfg.data.prompts and cfg.data.path:
+        raise ConfigError("data.prompts: give the prompts either inline (data.prompts) or in a file (data.path), not both")
     if cfg.eval.sampler not in EVAL_SAMPLERS:
         raise ConfigError(f"eval.sampler: expected one of {EVAL_SAMPLERS}, got {cfg.eval.sampler!r}")
+    if not str(cfg.student.path).startswith("zoo:"):
+        check_text_inputs(cfg, is_pipeline(str(cfg.student.path)))

@@ -3,7 +3,8 @@
 A model directory holds a diffusers model (`config.json` + weights, from `save_pretrained`) and,
 next to it, the scheduler's `scheduler_config.json`; both `from_pretrained` calls read the
 same directory. Supported denoisers are class-conditioned `UNet2DModel` (`num_class_embeds`)
-and `DiTTransformer2DModel` (`num_embeds_ada_norm`); both are called as `model(x, t, class_labels=y)`.
+and `DiTTransformer2DModel` (`num_embeds_ada_norm`), in pixel space (text-to-image pipelines:
+`generator.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Tuple
 import diffusers
 from diffusers import DiTTransformer2DModel, FlowMatchEulerDiscreteScheduler, UNet2DModel
 from diffusers.models.embeddings import LabelEmbedding
-from torch import Tensor, nn
+from torch import nn
 
 from unified_opd.errors import ConfigError, UserError
 
@@ -102,10 +103,3 @@ def save_denoiser(model: nn.Module, scheduler, path: str) -> None:
     """diffusers format: the model's `save_pretrained` and the scheduler's, in one directory."""
     model.save_pretrained(path)
     scheduler.save_pretrained(path)
-
-
-def velocity(model: nn.Module, x: Tensor, sigma: Tensor, labels: Tensor, num_train_timesteps: int) -> Tensor:
-    """v(x, σ, y): the model is called at timestep σ·num_train_timesteps, as the scheduler's
-    `timesteps` are defined."""
-    t = sigma.to(x.dtype) * num_train_timesteps
-    return model(x, t, class_labels=labels).sample

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from unified_opd.errors import ConfigError
 
-from .models import velocity
 from .sde import MODES, sde_g, transition_mean, transition_std
 
 
@@ -68,15 +67,14 @@ class Trajectory:
 
 @torch.no_grad()
 def sample_trajectory(
-    model: nn.Module,
-    num_train_timesteps: int,
+    field: Callable[[Tensor, Tensor], Tensor],
     sigmas: Tensor,
-    labels: Tensor,
     noise: Tensor,
     spec: SamplerSpec,
     generator: Optional[torch.Generator] = None,
 ) -> Trajectory:
-    """Run the sampler from `noise` under class `labels`; each step draws x_{i+1} ~ N(μ_i, s_i²)."""
+    """Run the sampler from `noise` with the velocity field `field(x, σ)` (its conditions and
+    guidance bound, see `Generator.field`); each step draws x_{i+1} ~ N(μ_i, s_i²)."""
     device = noise.device
     b = noise.shape[0]
     coeffs = {k: v.to(device).unsqueeze(0).expand(b, -1).contiguous() for k, v in step_coefficients(sigmas, spec).items()}
@@ -84,7 +82,7 @@ def sample_trajectory(
     states, actions = [], []
     mean = x
     for i in range(spec.num_steps):
-        v = velocity(model, x, coeffs["sigma"][:, i], labels, num_train_timesteps)
+        v = field(x, coeffs["sigma"][:, i])
         mean = transition_mean(x, v, coeffs["sigma"][:, i], coeffs["sigma_next"][:, i], coeffs["g"][:, i])
         if spec.mode == "sde":
             eps = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
@@ -97,9 +95,10 @@ def sample_trajectory(
     return Trajectory(torch.stack(states, 1), torch.stack(actions, 1), coeffs, mean)
 
 
-def sample_images(
-    sample_fn: Callable[[Tensor, Tensor], Tensor], labels: Tensor, noise: Tensor, batch_size: int
-) -> Tensor:
-    """`sample_fn(labels, noise) -> images` in chunks of `batch_size`."""
-    out = [sample_fn(labels[i : i + batch_size], noise[i : i + batch_size]) for i in range(0, len(labels), batch_size)]
+def sample_images(sample_fn: Callable[[Tensor, Tensor], Tensor], noise: Tensor, batch_size: int) -> Tensor:
+    """`sample_fn(index, noise[index]) -> images` over chunks of `batch_size` rows."""
+    out = []
+    for i in range(0, len(noise), batch_size):
+        index = torch.arange(i, min(i + batch_size, len(noise)))
+        out.append(sample_fn(index, noise[index.to(noise.device)]))
     return torch.cat(out)

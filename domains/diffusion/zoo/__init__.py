@@ -1,4 +1,5 @@
-"""The diffusion zoo: the built-in `digits` task (experts, student init, classifier), and the
-supervised flow-matching and classifier training it uses. Importing it registers `digits`."""
+"""The diffusion zoo: the built-in `digits` task (experts, student init, classifier), the
+text-to-image `shapes` task (SD3 pipelines, prompt judge), and the supervised flow-matching and
+classifier training they use. Importing it registers `digits` and `shapes`."""
 
-from . import digits  # noqa: F401  (registers the zoo entry)
+from . import digits, shapes  # noqa: F401  (registers the zoo entries)

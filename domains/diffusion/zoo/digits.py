@@ -21,10 +21,14 @@ from torch import Tensor
 
 from unified_opd.zoo import console, register_zoo
 
+from .threads import one_thread
+
 from .classifier import accuracy, save_classifier, train_classifier
 from .flow_matching import train_flow_matching
+from ..conditioning import ClassConditioner
+from ..generator import Generator
 from ..metrics import feature_stats, frechet_distance
-from ..models import no_label_dropout, save_denoiser
+from ..models import latent_spec, no_label_dropout, save_denoiser
 from ..sampler import SamplerSpec, sample_trajectory, scheduler_sigmas
 
 SIZE = 16
@@ -86,7 +90,14 @@ def generate(model, scheduler, labels: Tensor, num_steps: int = EVAL_STEPS, seed
     noise = torch.randn(len(labels), 1, SIZE, SIZE, generator=g)
     spec = SamplerSpec(num_steps=num_steps, mode="ode")
     sigmas = scheduler_sigmas(scheduler, num_steps)
-    return sample_trajectory(model.eval(), scheduler.config.num_train_timesteps, sigmas, labels, noise, spec).image
+    field = class_generator(model.eval(), scheduler).field(labels, labels.device)
+    return sample_trajectory(field, sigmas, noise, spec).image
+
+
+def class_generator(model, scheduler) -> Generator:
+    """A zoo denoiser as a `Generator` (class-conditioned, pixel space)."""
+    spec = latent_spec(model, "zoo digits")
+    return Generator(model, scheduler, spec, ClassConditioner(spec.num_classes))
 
 
 def judge(classifier, images: Tensor, labels: Tensor, real_stats) -> Dict[str, float]:
@@ -100,22 +111,20 @@ def _fit(name: str, spec: GeneratorSpec, images: Tensor, labels: Tensor, seed: i
     torch.manual_seed(seed)
     model = spec.build()
     scheduler = FlowMatchEulerDiscreteScheduler()
-    loss = train_flow_matching(
-        model, images, labels, scheduler.config.num_train_timesteps, spec.steps, spec.batch, spec.lr, seed, f"zoo digits {name}"
-    )
+    gen = class_generator(model, scheduler)
+
+    def field_of(m, index):
+        return gen.field(labels[index], images.device, module=m)
+
+    loss = train_flow_matching(model, images, field_of, spec.steps, spec.batch, spec.lr, seed, f"zoo digits {name}")
     return model, scheduler, loss
 
 
 @register_zoo("digits")
 def build_digits(dest: Path) -> None:
     """Experts (0–4, 5–9), student init, classifier and `card.json` for the `digits` task."""
-    threads = torch.get_num_threads()
-    # Tiny tensors: thread synchronisation costs more than it saves, badly so on a busy machine.
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         _build(dest)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _build(dest: Path) -> None:
