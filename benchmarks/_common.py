@@ -55,6 +55,6 @@ def arith_overrides(args, run_dir) -> list:
     return [
         f"rollout.batch_size={args.batch}", "rollout.num_samples=1", f"trainer.max_steps={args.steps}",
         f"trainer.lr={args.lr}", f"trainer.warmup_steps={args.warmup}", "trainer.lr_schedule=constant",
-        "trainer.max_time_minutes=0", "trainer.save_every=0", "trainer.tensorboard=false", "trainer.seed=0",
+        "trainer.max_time_minutes=0", "trainer.save_every=0", "trainer.seed=0",
         f"trainer.output_dir={run_dir}", f"eval.size={args.eval_size}", "eval.teacher=false", *args.set,
     ]

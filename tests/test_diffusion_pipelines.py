@@ -137,7 +137,7 @@ def overrides(pipes, family, out, *extra):
         "rollout.batch_size=2", "rollout.num_samples=2", "rollout.num_steps=3", "eval.classifier=null",
         "eval.samples_per_class=2", "eval.grid_per_class=2", "eval.sampler=ode", "eval.batch_size=4",
         "trainer.max_steps=3", "trainer.lr=1e-3", "trainer.save_every=0", "trainer.eval_every=0",
-        "trainer.tensorboard=false", f"trainer.output_dir={out}", *extra,
+        f"trainer.output_dir={out}", *extra,
     ]
 
 
