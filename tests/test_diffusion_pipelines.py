@@ -204,3 +204,34 @@ def test_text_to_image_bad_inputs_name_the_field(pipes, tmp_path):
         build(one, "student.path=/nonexistent", f"data.prompts={PROMPTS}", f"data.path={pipes / 'prompts.jsonl'}")
     with pytest.raises(UserError, match="student.guidance_scale: guidance 2.0 needs a text-to-image pipeline"):
         build(one, f"student.path={pipes / 'dit'}", "student.guidance_scale=2.0")
+
+
+def test_lora_sd3_student_trains_only_its_adapter_and_exports_merged(pipes, tmp_path):
+    pytest.importorskip("peft")
+    from peft import PeftModel
+
+    out = tmp_path / "lora"
+    cfg = load_config(None, overrides(pipes, "sd3", out, "teacher.kind=model", f"teacher.path={pipes / 'sd3_teacher_a'}",
+                                      f"teacher.experts=[{{path: {pipes / 'sd3_teacher_a'}}}]", f"data.prompts={PROMPTS}",
+                                      "student.lora.r=4", "student.lora.alpha=8", "trainer.lr=1e-2"), schema_for)
+    tr = Trainer(cfg)
+    named = dict(tr.policy.module.named_parameters())
+    trained = {n for n, p in named.items() if p.requires_grad}
+    assert trained and all("lora_" in n for n in trained)
+    before = {n: p.detach().clone() for n, p in named.items()}
+    assert tr.train()["steps"] == 3
+    after = dict(tr.policy.module.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in named if n not in trained)
+    assert any(not torch.equal(before[n], after[n]) for n in trained)
+    # final/ loads as a plain pipeline whose transformer is the trained student merged
+    check_export_regenerates_eval_images(pipes, "sd3", out, 1.0)
+    merged = DiffusionPipeline.from_pretrained(str(out / "final")).transformer
+    base = DiffusionPipeline.from_pretrained(str(pipes / "sd3_student")).transformer
+    adapter = PeftModel.from_pretrained(base, str(out / "final" / "lora"))
+    x, t = torch.randn(1, *tr.policy.spec.shape), torch.full((1,), 500.0)
+    cond = dict(encoder_hidden_states=torch.randn(1, 8, merged.config.joint_attention_dim),
+                pooled_projections=torch.randn(1, merged.config.pooled_projection_dim))
+    with torch.no_grad():
+        expected = tr.policy.module(hidden_states=x, timestep=t, **cond).sample
+        torch.testing.assert_close(merged(hidden_states=x, timestep=t, **cond).sample, expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(adapter(hidden_states=x, timestep=t, **cond).sample, expected, rtol=1e-4, atol=1e-5)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from unified_opd.data_sources import read_records
 from unified_opd.domain import Components
 from unified_opd.errors import ConfigError, UserError
+from unified_opd.lora import apply_lora
 from unified_opd.teacher_kinds import TeacherContext, build_reference, build_teacher
 from unified_opd.zoo import resolve
 
@@ -32,6 +33,8 @@ def _policy(cfg: DictConfig, device) -> DiffusionPolicy:
     s = cfg.student
     gen = load_generator(resolve(s.path, "student.path"), "student.path", device, s.resolution, s.max_sequence_length)
     gen.check_guidance(s.guidance_scale, "student.guidance_scale")
+    if s.lora.r:
+        gen.module = apply_lora(gen.module, s.lora)
     return DiffusionPolicy(gen, SamplerSpec.from_config(cfg.rollout), cfg.rollout.num_samples, device, s.guidance_scale)
 
 

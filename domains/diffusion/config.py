@@ -9,11 +9,12 @@ from omegaconf import MISSING
 
 from unified_opd.config import RunConfig
 from unified_opd.errors import ConfigError
+from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_config import check_replaced_keys
 from unified_opd.teacher_kinds import check_teacher
 
-from .generator import is_pipeline
+from .generator import ATTENTION_PROJECTIONS, is_pipeline
 from .sampler import SamplerSpec
 from .teachers import DiffusionTeacherSource
 
@@ -26,6 +27,9 @@ class StudentConfig:
     guidance_scale: float = 1.0  # the student's own classifier-free guidance (1 = a guidance-free student)
     resolution: int = 0  # pipelines: image height = width in pixels (0 = the pipeline's default)
     max_sequence_length: int = 0  # pipelines: T5 tokens per prompt (0 = the pipeline's default: SD3 256, FLUX 512)
+    # LoRA on the transformer / denoiser (PEFT; unified_opd/lora.py), on the attention projections
+    # by default as diffusers' LoRA fine-tuning does; final/ then holds the merged pipeline and lora/
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(target_modules=list(ATTENTION_PROJECTIONS)))
 
 
 @dataclass
@@ -132,6 +136,7 @@ def check(cfg) -> None:
     if len(t.experts) == 0:
         raise ConfigError("teacher.experts: at least one expert teacher is required")
     check_teacher(t, DiffusionTeacherSource)
+    check_lora(cfg.student)
     if t.pool_rule != "fixed":
         # every teacher's step Gaussian has the rollout's std, so their entropies never differ
         raise ConfigError(f"teacher.pool_rule: diffusion pools with fixed weights only (teacher.weights), got {t.pool_rule!r}")

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from unified_opd.lora import inner_model
+
 FAMILY_OF_CLASS = {
     "UNet2DModel": "class",
     "DiTTransformer2DModel": "class",
@@ -31,8 +33,8 @@ FAMILY_OF_CLASS = {
 
 
 def unwrapped(module: nn.Module) -> nn.Module:
-    """The model inside a DDP / accelerate wrapper (its class decides the family)."""
-    return getattr(module, "module", module)
+    """The model inside a DDP / accelerate wrapper and a PEFT (LoRA) wrapper: its class decides the family."""
+    return inner_model(getattr(module, "module", module))
 
 
 def family_of(module: nn.Module) -> str:

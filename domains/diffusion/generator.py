@@ -9,6 +9,7 @@ spec, its conditioner, and, for pipelines, the pipeline itself (VAE decoding, ex
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from unified_opd.errors import UserError
+from unified_opd.lora import adapted_model
 
 from .conditioning import ClassConditioner, Conditions, PromptConditioner, repeat_cond
 from .families import FAMILY_OF_CLASS, family_of, unwrapped, velocity
@@ -99,12 +101,23 @@ class Generator:
     def save(self, path: str) -> None:
         """A pipeline student is written as a complete pipeline directory (`model_index.json`,
         its VAE, text encoders, tokenizers, scheduler and the trained transformer), which
-        `DiffusionPipeline.from_pretrained` loads; a denoiser as `save_denoiser` writes it."""
+        `DiffusionPipeline.from_pretrained` loads; a denoiser as `save_denoiser` writes it.
+        A LoRA student is saved merged into its base (so the directory loads as usual), with
+        its adapter alone in `lora/` (`PeftModel.from_pretrained(base_transformer, path/lora)`)."""
+        module = self.module
+        if adapted_model(module) is not None:
+            module.save_pretrained(str(Path(path) / LORA_DIR))
+            module = copy.deepcopy(module).merge_and_unload()  # a copy: the student keeps training unmerged
         if self.pipeline is None:
-            save_denoiser(self.module, self.scheduler, path)
+            save_denoiser(module, self.scheduler, path)
             return
-        self.pipeline.register_modules(transformer=self.module)
+        self.pipeline.register_modules(transformer=module)
         self.pipeline.save_pretrained(path)
+
+
+LORA_DIR = "lora"
+# the attention projections of diffusers' transformers and UNets: what their LoRA fine-tuning adapts
+ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 def is_pipeline(path: str) -> bool:
