@@ -144,9 +144,7 @@ class Objective:
         else:
             per_position = self.divergence(s, _target(t, r, lam))
             detached_div = per_position.detach()
-            if "engine_logprobs" in rollout.meta:  # measured only: the analytic loss has no sampled token to reweight
-                with torch.no_grad():
-                    _engine_correction(rollout, s.log_prob(actions), mask, metrics)
+            _measure_mismatch(rollout, s, actions, mask, metrics)
         batch_index, position = _flat_index(rollout, mask)
         inputs = WeightInputs(
             rollout=rollout,
@@ -253,6 +251,13 @@ def _engine_correction(rollout: Rollout, train_logp: Tensor, mask: Tensor, metri
     w, m = truncated_importance_weights(train_logp, engine_logp.to(mask.device)[mask], rollout.meta.get("is_cap"))
     metrics.update(m)
     return w
+
+
+def _measure_mismatch(rollout: Rollout, student: Distribution, actions: Optional[Tensor], mask: Tensor, metrics: Dict[str, float]) -> None:
+    """The engine mismatch's figures without a weight: an analytic loss has no sampled token to reweight."""
+    if "engine_logprobs" in rollout.meta and actions is not None:
+        with torch.no_grad():
+            _engine_correction(rollout, student.log_prob(actions), mask, metrics)
 
 
 def _flat_index(rollout: Rollout, mask: Tensor) -> Tuple[Tensor, Tensor]:
