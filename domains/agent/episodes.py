@@ -152,9 +152,9 @@ def _cut(generated: List[int], eos_id: Optional[int], room: int) -> Tuple[List[i
 
 @torch.no_grad()
 def run_episodes(
-    lm, tok, fmt, make_env: Callable, seeds: Sequence[int], sampling: Sampling, limits: Limits
+    lm, tok, fmt, make_env: Callable, seeds: Sequence[int], sampling: Sampling, limits: Limits, engine=None
 ) -> List[Episode]:
-    """Play one episode per seed with `lm` choosing every action."""
+    """Play one episode per seed with `lm` choosing every action (sampled by `engine`, e.g. vLLM, when given)."""
     episodes = [Episode(seed=int(s)) for s in seeds]
     for ep in episodes:
         _start(ep, make_env, fmt, limits)
@@ -167,10 +167,14 @@ def run_episodes(
         rooms = [limits.max_tokens - len(ep.transcript) for ep in active]
         ids, attn = _left_pad([ep.transcript.ids for ep in active], pad, device)
         new = min(limits.max_action_tokens, max(rooms))
-        out = sample(
-            lm, ids, attn, new, eos, pad,
-            temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, greedy=sampling.greedy,
-        )[:, ids.shape[1] :]
+        if engine is None:
+            out = sample(
+                lm, ids, attn, new, eos, pad,
+                temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, greedy=sampling.greedy,
+            )
+        else:
+            out = engine.sample(ids, attn, new, eos, pad, sampling)[0]
+        out = out[:, ids.shape[1] :]
         for ep, row, room in zip(active, out.tolist(), rooms):
             action_ids, finished = _cut(row, eos, min(room, limits.max_action_tokens))
             text = tok.decode(action_ids, skip_special_tokens=True).strip()

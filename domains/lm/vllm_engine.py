@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -43,8 +44,8 @@ class VLLMSettings:
     gpu_memory_utilization: float = 0.3
     max_model_len: int = 0  # longest prompt + completion the engine serves (0 = the student's context)
     enforce_eager: bool = False  # no CUDA graphs: slower decoding, faster start and less memory
-    # between rollouts: 0 = stay resident | 1 = offload weights, free the KV cache | 2 = free both
-    # (weights are re-synced from the trainer anyway, so 2 costs nothing extra)
+    # between training rollouts: 0 = stay resident | 1 = offload weights, free the KV cache | 2 = free
+    # both (needs sync_every: 1, as the weights are then re-synced every step anyway)
     sleep_level: int = 0
 
 
@@ -75,6 +76,11 @@ def check_engine(rollout, sampled_estimator: bool) -> None:
         raise ConfigError(f"rollout.vllm.gpu_memory_utilization: expected a share in (0, 1], got {v.gpu_memory_utilization}")
     if v.sleep_level not in SLEEP_LEVELS:
         raise ConfigError(f"rollout.vllm.sleep_level: expected one of {SLEEP_LEVELS}, got {v.sleep_level}")
+    if v.sleep_level == 2 and rollout.sync_every != 1:
+        raise ConfigError(
+            f"rollout.vllm.sleep_level: 2 discards the engine's weights between steps, so they are synced every step; "
+            f"it needs rollout.sync_every: 1 (got {rollout.sync_every}), or use sleep_level 1"
+        )
     if v.max_model_len < 0:
         raise ConfigError(f"rollout.vllm.max_model_len: expected 0 (the student's context) or a length, got {v.max_model_len}")
     if rollout.is_correction == "tis" and rollout.engine != "vllm":
@@ -113,6 +119,21 @@ class VLLMEngine:
         if self.sleep_level:
             self.llm.sleep(level=self.sleep_level)
 
+    @contextmanager
+    def serving(self, lm: nn.Module) -> Iterator[None]:
+        """One training rollout (one per step, however many `sample` calls it makes): awake for
+        it, with `lm`'s weights synced before the first rollout and every `sync_every`-th after it."""
+        if self.sleep_level:
+            self.llm.wake_up()
+        if self.rollouts % self.sync_every == 0:
+            self.sync(lm)
+        self.rollouts += 1
+        try:
+            yield
+        finally:
+            if self.sleep_level:
+                self.llm.sleep(level=self.sleep_level)
+
     @torch.no_grad()
     def sync(self, lm: nn.Module) -> None:
         """Copy `lm`'s current weights into the engine and forget cached prefixes (their KV came from old weights)."""
@@ -122,21 +143,15 @@ class VLLMEngine:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
 
-    def sample(self, lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int, eos_id: EosIds,
-               pad_id: int, sampling: Sampling) -> Tuple[Tensor, Tensor]:
+    def sample(self, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int, eos_id: EosIds, pad_id: int,
+               sampling: Sampling) -> Tuple[Tensor, Tensor]:
         """`sampler.sample`'s output `[B, P + new]` and the engine's log π_engine of each sampled
         token, aligned with the rollout's actions (`[B, P + new − 1]`, 0 off the completion)."""
-        if self.sleep_level:
-            self.llm.wake_up()
-        if self.rollouts % self.sync_every == 0:
-            self.sync(lm)
-        self.rollouts += 1
         from vllm.inputs import TokensPrompt
+
 
         prompts = [TokensPrompt(prompt_token_ids=row[keep.bool()].tolist()) for row, keep in zip(input_ids, attention_mask)]
         outputs = self.llm.generate(prompts, self._params(len(prompts), max_new_tokens, eos_id, sampling), use_tqdm=False)
-        if self.sleep_level:
-            self.llm.sleep(level=self.sleep_level)
         tokens = [list(o.outputs[0].token_ids) for o in outputs]
         logps = [[d[t].logprob for t, d in zip(ids, o.outputs[0].logprobs)] for ids, o in zip(tokens, outputs)]
         return _pack(input_ids, tokens, logps, pad_id)

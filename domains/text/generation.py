@@ -108,7 +108,7 @@ def generate_rollout(
             stopped=stop_string_check(tok, sampling.stop),
         )
     else:
-        seq, engine_logp = engine.sample(lm, ids, mask, max_new, eos, tok.pad_token_id, sampling)
+        seq, engine_logp = engine.sample(ids, mask, max_new, eos, tok.pad_token_id, sampling)
     gen = seq[:, prompt_len:]
     gen_mask = stop_string_mask(tok, gen, completion_mask(gen, eos), sampling.stop)
     attn = torch.cat([enc["attention_mask"].repeat_interleave(n, 0), gen_mask], 1)

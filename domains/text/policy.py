@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from unified_opd.domains.lm import LMPolicy, Sampling
@@ -30,7 +31,8 @@ class TextPolicy(LMPolicy):
         if self.replay is not None and sampling is None:
             return self.replay(batch)
         engine = self.engine if sampling is None else None
-        r = generate_rollout(self.lm, self.tokenizer, batch, self.data_cfg, sampling or self.sampling, engine)
+        with engine.serving(self.lm) if engine else nullcontext():
+            r = generate_rollout(self.lm, self.tokenizer, batch, self.data_cfg, sampling or self.sampling, engine)
         if self.teacher_view is not None:
             r.teacher_view = privileged_view(self.tokenizer, r.meta["records"], r, self.data_cfg, self.teacher_view)
         return r
