@@ -10,7 +10,7 @@ importance-ratio clipping when a rollout is reused.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -137,3 +137,22 @@ def tv_adaptive_lam(tv: Tensor, lam_max: float, tv_target: float) -> Tensor:
     a direction that already moves far.
     """
     return (tv_target / tv.float().clamp_min(1e-8)).clamp(1.0, float(lam_max))
+
+
+def truncated_importance_weights(train_logp: Tensor, engine_logp: Tensor, cap: Optional[float]) -> Tuple[Tensor, Dict[str, float]]:
+    """Truncated importance sampling (TIS) on the engine/trainer mismatch, detached.
+
+    A rollout engine (vLLM) samples a_t from its own π_engine, which differs from the trained
+    model's π_train by kernels and precision even with the same weights. Per token,
+        ρ_t = π_train(a_t) / π_engine(a_t) = exp(log π_train(a_t) − log π_engine(a_t)),
+        w_t = min(ρ_t, C),
+    the weight TIS (Yao et al. 2025, "Your efficient RL framework secretly brings you
+    off-policy RL training") puts on a sampled-token loss. `cap=None` measures only (w_t = 1).
+    Returns `(w, metrics)`: the mean and max of ρ and the fraction of tokens with ρ > C.
+    """
+    ratio = torch.exp(train_logp.detach().float() - engine_logp.detach().float())
+    metrics = {"is_ratio_mean": float(ratio.mean()), "is_ratio_max": float(ratio.max())}
+    if cap is None:
+        return torch.ones_like(ratio), metrics
+    metrics["is_clip_frac"] = float((ratio > cap).float().mean())
+    return ratio.clamp(max=cap), metrics

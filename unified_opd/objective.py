@@ -13,6 +13,12 @@ per-trajectory advantage A_i from the verifier (`outcome_advantage`: GRPO's grou
 advantage, or the raw reward = likelihood of correct rollouts) and its own weights `w_o`. Weights
 that gate by outcome route each trajectory to the distillation term, the outcome term or both,
 which is how SCOPE, SRPO and dGRPO are configured without any recipe name in the code.
+
+A rollout sampled by another engine than the trained model (vLLM) carries that engine's log-probs
+of its tokens, `meta["engine_logprobs"]` (`[B, P]`, aligned with `actions`), and
+`meta["is_cap"]`: the mismatch π_train/π_engine is reported (`is_ratio_mean`, `is_ratio_max`),
+and with a cap C the sampled-token term is multiplied by the truncated weight min(ρ_t, C)
+(`truncated_importance_weights`, `is_clip_frac`); `is_cap: None` measures only.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from .estimators import (
     policy_gradient_loss,
     reward_advantage,
     topk_reverse_kl,
+    truncated_importance_weights,
     tv_adaptive_lam,
 )
 from .rollout import Rollout
@@ -130,13 +137,7 @@ class Objective:
         if isinstance(lam, Tensor):
             metrics["lam_mean"] = float(lam.mean())
         actions = rollout.actions.to(mask.device)[mask] if isinstance(student, Categorical) else None
-        ls = lt = None
-        if self.uses_sampled(student):
-            per_position, ls, lt = self._sampled_term(s, t, r, lam, actions, mask, old_logp, metrics)
-            detached_div = (ls - lt).detach()
-        else:
-            per_position = self.divergence(s, _target(t, r, lam))
-            detached_div = per_position.detach()
+        per_position, detached_div, ls, lt = self._per_position(s, t, r, lam, actions, rollout, mask, old_logp, metrics)
         batch_index, position = _flat_index(rollout, mask)
         inputs = WeightInputs(
             rollout=rollout,
@@ -167,6 +168,17 @@ class Objective:
         if isinstance(t, Categorical) and t.is_sparse and not s.is_sparse:
             metrics.update(topk_diagnostics(s, t))
         return loss, metrics
+
+    def _per_position(self, s, t, r, lam, actions, rollout: Rollout, mask: Tensor, old_logp: Optional[Tensor], metrics: Dict[str, float]):
+        """The loss term at each position and the divergence it measures (detached) -> (term,
+        divergence, log π_θ(a), log π_T(a)); the two log-probs are None for an analytic loss."""
+        if not self.uses_sampled(s):
+            per_position = self.divergence(s, _target(t, r, lam))
+            _measure_mismatch(rollout, s, actions, mask, metrics)
+            return per_position, per_position.detach(), None, None
+        per_position, ls, lt = self._sampled_term(s, t, r, lam, actions, mask, old_logp, metrics)
+        per_position = per_position * _engine_correction(rollout, ls if old_logp is None else old_logp, mask, metrics)
+        return per_position, (ls - lt).detach(), ls, lt
 
     def _sampled_term(self, s, t, r, lam, actions: Tensor, mask: Tensor, old_logp: Optional[Tensor], metrics: Dict[str, float]):
         """The sampled-token policy-gradient term per position -> (term, log π_θ(a), log π_T(a))."""
@@ -234,6 +246,24 @@ def _target(teacher: Distribution, reference: Optional[Distribution], lam) -> Di
     if reference is None:
         raise ConfigError("objective.lam: λ != 1 needs a reference model (teacher.reference)")
     return pool([teacher, reference], [lam, 1.0 - lam])
+
+
+def _engine_correction(rollout: Rollout, train_logp: Tensor, mask: Tensor, metrics: Dict[str, float]):
+    """The TIS weight per masked position (1 when the rollout carries no engine log-probs); its
+    figures go into `metrics`. `train_logp` is π_old when the rollout is reused (decoupled PPO)."""
+    engine_logp = rollout.meta.get("engine_logprobs")
+    if engine_logp is None:
+        return 1.0
+    w, m = truncated_importance_weights(train_logp, engine_logp.to(mask.device)[mask], rollout.meta.get("is_cap"))
+    metrics.update(m)
+    return w
+
+
+def _measure_mismatch(rollout: Rollout, student: Distribution, actions: Optional[Tensor], mask: Tensor, metrics: Dict[str, float]) -> None:
+    """The engine mismatch's figures without a weight: an analytic loss has no sampled token to reweight."""
+    if "engine_logprobs" in rollout.meta and actions is not None:
+        with torch.no_grad():
+            _engine_correction(rollout, student.log_prob(actions), mask, metrics)
 
 
 def _flat_index(rollout: Rollout, mask: Tensor) -> Tuple[Tensor, Tensor]:

@@ -7,7 +7,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from unified_opd.domain import Components
-from unified_opd.domains.lm import Sampling, load_causal_lm, load_student, max_context, stop_ids
+from unified_opd.domains.lm import Sampling, load_causal_lm, load_student, make_engine, max_context, stop_ids
 from unified_opd.errors import ConfigError
 from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths
@@ -45,7 +45,7 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
     # the episode limits depend on the teachers' context lengths, and loading a teacher needs the
     # policy (vocabulary check, self-views): the limits are set once the teachers are loaded
-    policy = AgentPolicy(lm.to(device), tok, fmt, make_env, sampling, None, r.outcome, s.lazy_logits)
+    policy = AgentPolicy(lm.to(device), tok, fmt, make_env, sampling, None, r.outcome, s.lazy_logits, make_engine(r, s, max_context(lm)))
     teachers = teacher_context(cfg, policy, device)
     built = build_teacher(teachers)
     teacher_lms = [m.module.lm for m in teachers.loaded.values()]

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 from omegaconf import MISSING
 
 from unified_opd.config import DivergenceConfig, RunConfig
-from unified_opd.domains.lm import check_chat_template, check_positive, check_sampling
+from unified_opd.domains.lm import EngineConfig, check_chat_template, check_engine, check_positive, check_sampling, uses_sampled_estimator
 from unified_opd.errors import ConfigError
 from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
@@ -50,7 +50,8 @@ class EnvConfig:
 
 
 @dataclass
-class RolloutConfig:
+class RolloutConfig(EngineConfig):
+    # and the engine's keys (EngineConfig): engine hf | vllm, sync_every, vllm.* (is_correction: none only)
     batch_size: int = 16  # episodes per step (the data stream's records are env seeds)
     max_turns: int = 0  # the agent's turn limit per episode (0 = only the env's own truncation)
     max_action_tokens: int = 16  # tokens the agent may emit per turn (an unfinished action is still sent)
@@ -94,6 +95,9 @@ def check(cfg) -> None:
         if r[key] < 0:
             raise ConfigError(f"rollout.{key}: expected 0 (no limit of its own) or a positive integer, got {r[key]}")
     check_chat_template(r.chat_template, "rollout.chat_template")
+    check_engine(r, uses_sampled_estimator(cfg))
+    if r.is_correction != "none":
+        raise ConfigError("rollout.is_correction: the agent domain does not carry the engine's log-probs into transcripts yet; use none")
     if r.outcome not in OUTCOMES:
         raise ConfigError(f"rollout.outcome: expected one of {OUTCOMES}, got {r.outcome!r}")
     check_positive(env, "env", ("train_seeds",))

@@ -133,10 +133,11 @@ def _cut(generated: List[int], stops: Sequence[int], room: int) -> Tuple[List[in
 
 @torch.no_grad()
 def run_episodes(
-    lm, tok, fmt, make_env: Callable, seeds: Sequence[int], sampling: Sampling, limits: Limits
+    lm, tok, fmt, make_env: Callable, seeds: Sequence[int], sampling: Sampling, limits: Limits, engine=None
 ) -> List[Episode]:
-    """Play one episode per seed with `lm` choosing every action; an action ends at the tokenizer's
-    EOS or any EOS id of `lm`'s generation config (a chat model's end-of-turn token)."""
+    """Play one episode per seed with `lm` choosing every action (sampled by `engine`, e.g. vLLM, when
+    given); an action ends at the tokenizer's EOS or any EOS id of `lm`'s generation config (a chat
+    model's end-of-turn token)."""
     episodes = [Episode(seed=int(s)) for s in seeds]
     for ep in episodes:
         _start(ep, make_env, fmt, limits)
@@ -149,10 +150,14 @@ def run_episodes(
         rooms = [limits.max_tokens - len(ep.transcript) for ep in active]
         ids, attn = _left_pad([ep.transcript.ids for ep in active], pad, device)
         new = min(limits.max_action_tokens, max(rooms))
-        out = sample(
-            lm, ids, attn, new, stops, pad,
-            temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, greedy=sampling.greedy,
-        )[:, ids.shape[1] :]
+        if engine is None:
+            out = sample(
+                lm, ids, attn, new, stops, pad,
+                temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, greedy=sampling.greedy,
+            )
+        else:
+            out = engine.sample(ids, attn, new, stops, pad, sampling)[0]
+        out = out[:, ids.shape[1] :]
         for ep, row, room in zip(active, out.tolist(), rooms):
             action_ids, finished = _cut(row, stops, min(room, limits.max_action_tokens))
             text = tok.decode(action_ids, skip_special_tokens=True).strip()

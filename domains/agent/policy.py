@@ -40,8 +40,10 @@ def episodes_rollout(episodes: Sequence[Episode], pad_id: int, device, outcome_k
 class AgentPolicy(LMPolicy):
     """Student causal LM acting in `make_env()` environments, one episode per record (an env seed)."""
 
-    def __init__(self, lm, tokenizer, fmt, make_env: Callable, sampling: Sampling, limits: Limits, outcome_kind: str, lazy: bool = True):
+    def __init__(self, lm, tokenizer, fmt, make_env: Callable, sampling: Sampling, limits: Limits, outcome_kind: str, lazy: bool = True,
+                 engine=None):
         super().__init__(lm, tokenizer, lazy)
+        self.engine = engine  # training episodes' sampler when set (`rollout.engine: vllm`); evaluation keeps ours
         self.tokenizer = tokenizer
         self.fmt = fmt
         self.make_env = make_env
@@ -58,7 +60,11 @@ class AgentPolicy(LMPolicy):
         return run_episodes(lm or self.lm, self.tokenizer, self.fmt, envs, seeds, sampling or self.sampling, self.limits)
 
     def rollout(self, batch: Sequence[int]) -> Rollout:
-        episodes = self.play(batch)
+        if self.engine is None:
+            episodes = self.play(batch)
+        else:
+            with self.engine.serving(self.lm):
+                episodes = run_episodes(self.lm, self.tokenizer, self.fmt, self.make_env, batch, self.sampling, self.limits, self.engine)
         self.last_metrics = summarise(episodes, "episode/")
         self._warn(episodes)
         return episodes_rollout(episodes, self.tokenizer.pad_token_id, next(self.lm.parameters()).device, self.outcome_kind)

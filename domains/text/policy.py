@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from unified_opd.domains.lm import LMPolicy, Sampling
@@ -14,8 +15,10 @@ from .views import ViewFn, privileged_view
 class TextPolicy(LMPolicy):
     """Student causal LM: samples completions with the KV-cache sampler, scores them with one forward pass."""
 
-    def __init__(self, lm, tokenizer, data_cfg, sampling: Sampling, lazy: bool = True, teacher_view: Optional[ViewFn] = None):
+    def __init__(self, lm, tokenizer, data_cfg, sampling: Sampling, lazy: bool = True, teacher_view: Optional[ViewFn] = None,
+                 engine=None):
         super().__init__(lm, tokenizer, lazy)
+        self.engine = engine  # training rollouts' sampler when set (`rollout.engine: vllm`); evaluation keeps ours
         self.tokenizer = tokenizer
         self.data_cfg = data_cfg
         self.sampling = sampling
@@ -27,7 +30,9 @@ class TextPolicy(LMPolicy):
     def rollout(self, batch: Sequence[Dict[str, Any]], sampling: Sampling | None = None) -> Rollout:
         if self.replay is not None and sampling is None:
             return self.replay(batch)
-        r = generate_rollout(self.lm, self.tokenizer, batch, self.data_cfg, sampling or self.sampling)
+        engine = self.engine if sampling is None else None
+        with engine.serving(self.lm) if engine else nullcontext():
+            r = generate_rollout(self.lm, self.tokenizer, batch, self.data_cfg, sampling or self.sampling, engine)
         if self.teacher_view is not None:
             r.teacher_view = privileged_view(self.tokenizer, r.meta["records"], r, self.data_cfg, self.teacher_view)
         return r
