@@ -239,15 +239,17 @@ class Categorical(Distribution):
         """Sparse: the top-k log-probs `[..., K]` of tokens `indices`, plus a tail bucket holding
         the remaining mass `1 - sum(exp(logprobs))` spread over the other V - K tokens.
 
-        With K = V there is no tail: the result is dense (an empty tail bucket would have
-        log-mass -inf, whose gradient is NaN in every divergence that reads it)."""
+        With K = V and the K probabilities summing to 1 there is no tail: the result is dense (an
+        empty tail bucket would have log-mass -inf, whose gradient is NaN in every divergence that
+        reads it). K = V with mass left over keeps that mass as a tail outside the vocabulary
+        (a teacher with a larger vocabulary, e.g. ULD's zero-padded ranks)."""
         if logprobs.shape != indices.shape:
             raise ValueError(
                 f"Categorical.from_topk: logprobs {tuple(logprobs.shape)} and indices {tuple(indices.shape)} must match"
             )
         if indices.numel() and int(indices.max()) >= vocab_size:
             raise ValueError(f"Categorical.from_topk: an index is >= vocab_size={vocab_size}")
-        if logprobs.shape[-1] == vocab_size:
+        if logprobs.shape[-1] == vocab_size and bool(((logprobs.float().exp().sum(-1) - 1).abs() < 1e-4).all()):
             return cls.from_logits(torch.empty_like(logprobs).scatter(-1, indices.long(), logprobs))
         return cls(
             rows=(),
