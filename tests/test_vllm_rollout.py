@@ -16,7 +16,6 @@ from unified_opd.domains.lm import vllm_engine
 
 TEXT_CONFIG = "configs/text/opd_arith.yaml"
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
-needs_vllm = [pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="needs vllm (the extra `vllm`)")]
 
 
 def _train_cli(tmp_path, monkeypatch, *overrides):
@@ -164,8 +163,9 @@ def test_sampled_engine_rollouts_repeat_under_the_same_torch_seed(engine_and_mod
     assert not torch.equal(a.actions, c.actions)
 
 
-@pytest.mark.vllm
 @pytest.mark.slow
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vllm (the extra `vllm`)")
+@pytest.mark.vllm
 def test_opd_with_engine_vllm_trains(tiny_text, tmp_path):
     from unified_opd.config import load_config
     from unified_opd.domain import schema_for
