@@ -137,12 +137,9 @@ def _zoo(args, parser) -> int:
 
 def _quiet_libraries() -> None:
     """Our own progress bars report the work; per-file weight loading bars would bury them."""
-    try:
-        from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    hf_logging.disable_progress_bar()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
