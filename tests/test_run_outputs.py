@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
 from conftest import text_overrides
@@ -112,3 +113,17 @@ def test_failed_upload_keeps_the_model(tiny_text, tmp_path, monkeypatch, capsys)
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "trainer.push_to_hub: uploading to 'run' failed (ConnectionError" in err and "hf upload run" in err
     assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "README.md").is_file()
+
+
+def test_zero_steps_evaluates_and_exports_the_built_student(tiny_text, tmp_path):
+    """`trainer.max_steps=0` is the supervised-only arm of docs/diffusion.md (a cold start, no OPD
+    update): the run must still evaluate, export `final/` and leave the weights untouched."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    assert main(["train", CONFIG, *text_overrides(tiny_text, out, **{"trainer.max_steps": 0, "eval.size": 8})]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 0 and summary["before"] == summary["after"]
+    before = AutoModelForCausalLM.from_pretrained(tiny_text / "student").state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out / "final").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

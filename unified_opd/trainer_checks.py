@@ -14,7 +14,7 @@ from .teacher_config import check_replaced_keys
 
 # field -> (what a valid value satisfies, how the error says it)
 _BOUNDS: dict[str, Tuple[Callable[[float], bool], str]] = {
-    "max_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "max_steps": (lambda v: v >= 0, "an integer >= 0 (0 = no update: the build, e.g. a cold start, then evaluation and export)"),
     "max_time_minutes": (lambda v: v >= 0, "a number >= 0 (0 = no limit)"),
     "lr": (lambda v: v >= 0, "a number >= 0"),
     "weight_decay": (lambda v: v >= 0, "a number >= 0"),
