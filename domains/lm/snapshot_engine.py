@@ -11,33 +11,28 @@ truncated importance weights compare with the current weights' (the policy lag).
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
-from typing import Iterator, Mapping, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from .engine_sync import SyncedEngine, Weights, weights_state
 from .sampler import EosIds, Sampling, completion_mask, sample
 from .scoring import HiddenStates, view_distribution
 from .stopping import stop_string_check
 
 
-class SnapshotEngine:
-    """Samples with a copy of the student whose weights are each rollout's snapshot."""
+class SnapshotEngine(SyncedEngine):
+    """Samples with a copy of the student whose weights are each rollout's snapshot (`LMPolicy.snapshot`)."""
 
     def __init__(self, lm: nn.Module, tokenizer, is_cap: Optional[float]):
+        super().__init__(sync_every=1, is_cap=is_cap)
         self.lm = copy.deepcopy(lm).eval().requires_grad_(False)
         self.scorer = HiddenStates(self.lm)
-        self.tokenizer, self.is_cap = tokenizer, is_cap
-        self.loaded: Optional[Mapping[str, Tensor]] = None
+        self.tokenizer = tokenizer
 
-    @contextmanager
-    def serving(self, weights: Mapping[str, Tensor]) -> Iterator[None]:
-        """One rollout sampled with `weights` (a snapshot: `LMPolicy.snapshot`)."""
-        if weights is not self.loaded:  # the grad_accum rollouts of one step share a snapshot
-            self.lm.load_state_dict(weights)
-            self.loaded = weights
-        yield
+    def sync(self, weights: Weights) -> None:
+        self.lm.load_state_dict(weights_state(weights))
 
     @torch.no_grad()
     def sample(self, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int, eos_id: EosIds, pad_id: int,
