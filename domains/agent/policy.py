@@ -63,7 +63,7 @@ class AgentPolicy(LMPolicy):
         if self.engine is None:
             episodes = self.play(batch)
         else:
-            with self.engine.serving(self.lm):
+            with self.engine.serving(self.rollout_weights):
                 episodes = run_episodes(self.lm, self.tokenizer, self.fmt, self.make_env, batch, self.sampling, self.limits, self.engine)
         self.last_metrics = summarise(episodes, "episode/")
         self._warn(episodes)

@@ -4,7 +4,9 @@ scoring its own rollouts, saving); each domain adds how it samples (`rollout`)."
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Dict, Optional, Sequence
+
+from torch import Tensor
 
 from unified_opd.distributions import Categorical
 from unified_opd.interfaces import Policy
@@ -21,10 +23,29 @@ class LMPolicy(Policy):
     def __init__(self, lm, preprocessor: Any, lazy: bool = True):
         self.module = HiddenStates(lm, lazy)
         self.preprocessor = preprocessor
+        self._sampling_snapshot: Optional[Dict[str, Tensor]] = None  # set while `rollout_from` runs
 
     @property
     def lm(self):
         return self.module.lm
+
+    @property
+    def rollout_weights(self):
+        """What a training rollout's engine syncs from: the snapshot `rollout_from` samples, else the live model."""
+        return self.lm if self._sampling_snapshot is None else self._sampling_snapshot
+
+    def snapshot(self) -> Dict[str, Tensor]:
+        """A copy of the student's weights, which asynchronous rollouts sample from while training changes the model."""
+        return {name: t.detach().clone() for name, t in self.lm.state_dict().items()}
+
+    def rollout_from(self, batch: Sequence[Any], snapshot: Dict[str, Tensor]) -> Rollout:
+        """A training rollout sampled by the engine from `snapshot` (the domain's `rollout` syncs
+        its engine from `rollout_weights`); it reads the live model's configuration only."""
+        self._sampling_snapshot = snapshot
+        try:
+            return self.rollout(batch)
+        finally:
+            self._sampling_snapshot = None
 
     def distribution(self, rollout: Rollout) -> Categorical:
         """The student's per-position distribution on its own view, through `train_module` (so

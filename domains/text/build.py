@@ -65,8 +65,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Components:
         num_samples=r.num_samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
         stop=tuple(r.stop),
     )
-    engine = make_engine(r, s, max_context(lm))
-    policy = TextPolicy(lm.to(device), tok, cfg.data, sampling, cfg.student.lazy_logits, view, engine)
+    lm = lm.to(device)
+    policy = TextPolicy(lm, tok, cfg.data, sampling, cfg.student.lazy_logits, view, make_engine(r, s, lm, tok))
     teachers = teacher_context(cfg, policy, device)
     built = build_teacher(teachers)
     eval_teacher, teacher_lm = _eval_teachers(cfg, built)

@@ -31,7 +31,7 @@ class TextPolicy(LMPolicy):
         if self.replay is not None and sampling is None:
             return self.replay(batch)
         engine = self.engine if sampling is None else None
-        with engine.serving(self.lm) if engine else nullcontext():
+        with engine.serving(self.rollout_weights) if engine else nullcontext():
             r = generate_rollout(self.lm, self.tokenizer, batch, self.data_cfg, sampling or self.sampling, engine)
         if self.teacher_view is not None:
             r.teacher_view = privileged_view(self.tokenizer, r.meta["records"], r, self.data_cfg, self.teacher_view)
