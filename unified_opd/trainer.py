@@ -21,12 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from . import checkpoint as ckpt
+from . import fsdp
 from .accelerator import make_accelerator
 from .callbacks import build_callbacks
 from .data import DataStream
 from .domain import Components, checked_domain
 from .errors import ConfigError, UserError
-from .lora import checkpoint_state
 from .memory import peak_memory_metrics, prepare_student
 from .lr_schedule import lr_lambda
 from .metrics_log import MetricsLog, PhaseTimer, progress_bar, progress_info
@@ -82,12 +82,14 @@ class Trainer:
         # the fused kernel updates every tensor in one call: 4 ms -> 0.9 ms per step for a
         # 21-tensor student on CPU, where the default per-tensor loop is pure overhead
         fused = all(p.device.type in ("cpu", "cuda") for p in params)
-        optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, betas=tuple(t.betas), fused=fused)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t, self.clock.fraction))
+        # FSDP replaces the parameters by their shards, so the optimizer is made from what `prepare` passes
+        adamw = lambda ps: torch.optim.AdamW(ps, lr=t.lr, weight_decay=t.weight_decay, betas=tuple(t.betas), fused=fused)
+        module, optimizer = fsdp.prepare(self.accelerator, self.policy.module, adamw, t.mixed_precision)
         # the scheduler stays outside `prepare`: accelerate would step it once per process per step,
         # so under N processes the schedule would run N times too fast
-        module, optimizer = self.accelerator.prepare(self.policy.module, optimizer)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t, self.clock.fraction))
         self.policy.train_module = module
+        self.checkpoints = fsdp.checkpoints_for(self.accelerator, module, optimizer)
         return optimizer, scheduler
 
     # ------------------------------------------------------------------ the loop
@@ -184,7 +186,7 @@ class Trainer:
         """One fresh rollout batch with its teacher (and reference) scores."""
         with self.timer("rollout"):
             self.policy.module.eval()
-            with torch.no_grad():
+            with torch.no_grad(), fsdp.gathered(self.policy.module):
                 rollout = self.policy.rollout(self.data.next())
             self.policy.module.train()
         with self.timer("teacher"), torch.no_grad():
@@ -226,7 +228,7 @@ class Trainer:
         if self.components.evaluate is None:
             return {}
         self.policy.module.eval()
-        with torch.no_grad(), ckpt.rng_preserved(self.components.generators):
+        with torch.no_grad(), ckpt.rng_preserved(self.components.generators), fsdp.gathered(self.policy.module):
             metrics = self.components.evaluate(self.policy, self.step)
         self.policy.module.train()
         self.history[tag] = metrics
@@ -249,31 +251,24 @@ class Trainer:
             "phase_seconds": dict(self.timer.total),
         }
         self.log.close()
-        self.run_dir.finish(self.policy, self.cfg, summary)
+        with fsdp.saving_final(self.accelerator, self.policy.module):
+            self.run_dir.finish(self.policy, self.cfg, summary)
+        self.accelerator.wait_for_everyone()
         return summary
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self) -> None:
         acc = self.accelerator
         acc.wait_for_everyone()
-        if acc.is_main_process:
-            state = dict(scheduler=self.scheduler.state_dict(), data=self.data.state(), history=self.history, train_seconds=self.clock.seconds())
-            ckpt.save_checkpoint(
-                self.run_dir.checkpoints,
-                self.step,
-                checkpoint_state(acc.unwrap_model(self.policy.train_module)),
-                self.optimizer.state_dict(),
-                state,
-                teacher_state=self.teacher.state(),
-                keep=self.cfg.trainer.keep_checkpoints,
-                generators=self.components.generators,
-            )
+        state = dict(scheduler=self.scheduler.state_dict(), data=self.data.state(), history=self.history, train_seconds=self.clock.seconds())
+        self.checkpoints.save(
+            self.run_dir.checkpoints, self.step, state, self.teacher.state(), self.cfg.trainer.keep_checkpoints, self.components.generators
+        )
         acc.wait_for_everyone()
 
     def _restore(self, path) -> None:
         field_name = "trainer.output_dir" if str(self.cfg.trainer.resume) == "auto" else "trainer.resume"
-        model = self.accelerator.unwrap_model(self.policy.train_module)
-        data = ckpt.load_into(path, model, self.optimizer, field_name)
+        data = self.checkpoints.load(path, field_name)
         state = data["state"]
         self.scheduler.load_state_dict(state["scheduler"])
         self.data.load_state(state["data"])
@@ -291,6 +286,7 @@ def _check_before_loading(cfg: DictConfig):
     t = cfg.trainer
     objective = Objective.from_config(cfg)
     check_trainer(t)
+    fsdp.check_request(cfg)
     lr_lambda(t)  # the schedule's name
     callbacks = build_callbacks(list(OmegaConf.to_container(t.callbacks)))
     domain = checked_domain(cfg)
