@@ -85,10 +85,15 @@ def shard(module: nn.Module, mixed_precision: str = "no") -> nn.Module:
         if type(m).__name__ in layers:
             fully_shard(m, mp_policy=policy)
     fully_shard(module, mp_policy=policy)
-    # the root is the first state to initialise; a rollout's first forward is a layer's, which
-    # would otherwise make that layer a root of its own
-    fully_shard.state(module)._lazy_init()
+    _init_root(module)
     return module
+
+
+def _init_root(module: FSDPModule) -> None:
+    """Make `module` the root of its FSDP states now. torch picks as root the first state whose
+    forward runs, and a rollout's first forward is a decoder layer's (the sampler calls the
+    model inside the root), which would make that layer a root of its own."""
+    fully_shard.state(module)._lazy_init()
 
 
 def prepare(
@@ -105,7 +110,10 @@ def prepare(
         # accelerate's TRANSFORMER_BASED_WRAP reads the prepared module's own attribute; the
         # student's module wraps the transformers model that has it
         module._no_split_modules = sorted(layer_classes(module))
-    return accelerator.prepare(module, make_optimizer([p for p in module.parameters() if p.requires_grad]))
+    prepared, optimizer = accelerator.prepare(module, make_optimizer([p for p in module.parameters() if p.requires_grad]))
+    if is_sharded(prepared):
+        _init_root(prepared)
+    return prepared, optimizer
 
 
 def is_sharded(module: nn.Module) -> bool:
