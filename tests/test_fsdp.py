@@ -30,9 +30,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from conftest import text_overrides
-from unified_opd import fsdp
+from unified_opd import checkpoint, fsdp
 from unified_opd.accelerator import check_engine
-from unified_opd.checkpoint import load_into
 from unified_opd.domains.lm.sampler import sample
 from unified_opd.domains.lm.scoring import HiddenStates
 from unified_opd.domains.lm.tiny import tiny_llama
@@ -134,7 +133,7 @@ def test_sharded_sampling_checkpoint_and_final_in_one_process(one_rank, tmp_path
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
     assert all(torch.equal(v, a[f"lm.{k}"]) for k, v in loaded.state_dict().items())
     with pytest.raises(UserError, match="holds an FSDP-sharded student"):
-        load_into(tmp_path / "ck" / "step_00000001", plain, torch.optim.AdamW(plain.parameters()), "trainer.resume")
+        checkpoint.load_into(tmp_path / "ck" / "step_00000001", plain, torch.optim.AdamW(plain.parameters()), "trainer.resume")
 
 
 @pytest.mark.slow
@@ -193,3 +192,24 @@ def test_the_shipped_fsdp2_config_trains_resumes_bit_exactly_and_matches_ddp(tin
     AutoModelForCausalLM.from_pretrained(whole / "final")
     init = load_file(str(tiny_text / "student" / "model.safetensors"))
     assert any(not torch.equal(final["whole"][k], init[k]) for k in init), "training did not change the weights"
+
+
+def test_a_sharded_save_that_dies_before_its_commit_leaves_the_previous_checkpoint(one_rank, tmp_path, monkeypatch):
+    sharded = fsdp.shard(_student())
+    optimizer = torch.optim.AdamW(sharded.parameters(), lr=1e-2)
+    saver, root = fsdp.ShardedCheckpoints(one_rank, sharded, optimizer), tmp_path / "ck"
+    saver.save(root, 2, {"k": 2}, None, keep=2, generators=())
+    commit = checkpoint.commit_checkpoint
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies once every shard of step 4 is on disk
+
+    monkeypatch.setattr(checkpoint, "commit_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        saver.save(root, 4, {"k": 4}, None, keep=2, generators=())
+    assert (checkpoint.staging_dir(root, 4) / fsdp.SHARDED).is_dir()
+    assert checkpoint.latest_checkpoint(root).name == "step_00000002"
+    monkeypatch.setattr(checkpoint, "commit_checkpoint", commit)
+    saver.save(root, 6, {"k": 6}, None, keep=2, generators=())  # the next save sweeps the leftover
+    assert not checkpoint.staging_dir(root, 4).exists()
+    assert [p.name for p in checkpoint.list_checkpoints(root)] == ["step_00000002", "step_00000006"]
