@@ -1,12 +1,13 @@
-"""Peak memory per rank of a >=100M-parameter student on 2 CPU processes (gloo), full fine-tuning
-vs LoRA under DDP, and the step-time cost of gradient checkpointing (one process).
+"""Peak memory per rank of a >=100M-parameter student on 2 CPU processes (gloo): DDP vs FSDP2
+(full fine-tuning) vs LoRA under DDP, and the step-time cost of gradient checkpointing (one process).
 
 Every case is `uopd train` on arith with the zoo teacher and a freshly initialised Llama student
 of `--hidden` x `--layers` over the arith tokenizer; peak memory is the trainer's own
 `memory/peak_rss_gib/rank<i>` metric (resident set high-water, so it includes the teacher, the
 Python runtime and the rollout), step times are its `time/update` and `time/step`. The
 checkpointing cases alternate (off, on, off, on, ...) so both see the same machine load; the
-ratio of medians is reported. FSDP2 has no row: accelerate applies it only to GPU processes.
+ratio of medians is reported. FSDP2 is `accelerate launch --config_file configs/accelerate/fsdp2.yaml`
+(on CPU the student is sharded by `unified_opd.fsdp`).
 
     UOPD_HOME=runs/bench_home OMP_NUM_THREADS=1 python benchmarks/scale_memory.py --steps 4 --repeats 2
 """
@@ -41,10 +42,13 @@ def build_student(path: Path, hidden: int, layers: int) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def train(out: Path, student: Path, steps: int, processes: int, *overrides: str) -> list:
-    """One `uopd train` (under `accelerate launch` for 2 processes); its metrics rows."""
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "unified_opd.cli"]
+DDP = ("--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no")
+FSDP2 = ("--config_file", str(ROOT / "configs" / "accelerate" / "fsdp2.yaml"))
+
+
+def train(out: Path, student: Path, steps: int, processes: int, *overrides: str, engine=DDP) -> list:
+    """One `uopd train` (under `accelerate launch` with `engine`'s flags for 2 processes); its metrics rows."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", *engine, "--num_processes", str(processes), "-m", "unified_opd.cli"]
     cmd = (launch if processes > 1 else [sys.executable, "-m", "unified_opd.cli"]) + [
         "train", *RUN, f"student.path={student}", f"trainer.max_steps={steps}", f"trainer.output_dir={out}", *overrides]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -72,12 +76,13 @@ def main(argv=None) -> None:
     lines = [f"# Peak memory per rank and gradient checkpointing ({n / 1e6:.0f}M-parameter student, CPU)", "",
              f"`python benchmarks/scale_memory.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
              "| case (2 processes, gloo) | peak RSS rank 0 (GiB) | peak RSS rank 1 (GiB) | time/update (s) |", "|---|---|---|---|"]
-    for name, extra in (("DDP, full fine-tuning", ()), ("DDP, LoRA r=16", ("student.lora.r=16", "student.lora.alpha=32"))):
-        rows = train(work / name.replace(" ", "_").replace(",", "").replace("=", ""), student, args.steps, 2, *extra)
+    cases = (("DDP, full fine-tuning", (), DDP), ("FSDP2, full fine-tuning", (), FSDP2),
+             ("DDP, LoRA r=16", ("student.lora.r=16", "student.lora.alpha=32"), DDP))
+    for name, extra, engine in cases:
+        rows = train(work / name.replace(" ", "_").replace(",", "").replace("=", ""), student, args.steps, 2, *extra, engine=engine)
         p = peaks(rows, 2)
         upd = statistics.median(r["time/update"] for r in rows[1:])
         lines.append(f"| {name} | {p[0]:.2f} | {p[1]:.2f} | {upd:.2f} |")
-    lines.append("| FSDP2 | not measured: accelerate applies FSDP only to GPU processes | | |")
     times = {False: [], True: []}
     for i in range(args.repeats):
         for ckpt in (False, True):

@@ -64,7 +64,8 @@ def _consume(k: int, per_step: int, steps: int, seed: int = 0):
     try:
         for step in range(steps):
             for _ in range(per_step):
-                rollout, staleness = queue.next(step)
+                rollout = queue.next(step)
+                staleness = rollout.meta["staleness"]
                 seen.append((step, rollout.meta["weights"], staleness, rollout.meta["batch"], rollout.meta["draw"]))
             policy.version = step + 1  # the optimiser step
         return seen, queue.data_state(), data, policy

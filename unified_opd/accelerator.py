@@ -5,7 +5,9 @@ Accelerate decides devices and multi-process launch. Two things it does not do o
   `cpu=True` stays single-process, so N independent copies of the job would run side by side and
   write the same files. On such a machine the run asks for CPU processes: one job over N gloo ranks.
 - it applies FSDP and DeepSpeed only to GPU-type processes, and on CPU (gloo) falls back to DDP
-  without a word, which would train replicated while the user believes it sharded (`check_engine`).
+  without a word; for FSDP the student is then sharded by `unified_opd.fsdp` instead, and
+  DeepSpeed stops at start-up (`check_engine`), rather than train replicated while the user
+  believes it sharded.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from omegaconf import DictConfig
 from .errors import ConfigError, UserError
 
 TRACKERS = tuple(t.value for t in LoggerType if t.value != "all")
-# what `accelerate launch` sets for an FSDP or DeepSpeed config -> the engine it asks for
-REQUESTED = {"ACCELERATE_USE_FSDP": (DistributedType.FSDP, "FSDP"), "ACCELERATE_USE_DEEPSPEED": (DistributedType.DEEPSPEED, "DeepSpeed")}
 
 
 def check_trackers(report_to: Sequence[str]) -> List[str]:
@@ -54,18 +54,21 @@ def make_accelerator(t: DictConfig, output_dir: Optional[str] = None) -> Acceler
 
 
 def check_engine(running: DistributedType, env: Mapping[str, str]) -> None:
-    """A UserError when the launch asked for FSDP or DeepSpeed: accelerate did not apply it
-    (a CPU launch), or it did, and the student's rollouts and checkpoints do not yet gather
-    sharded weights (docs/scale.md)."""
-    for variable, (engine, name) in REQUESTED.items():
-        if env.get(variable, "false").lower() != "true":
-            continue
-        if running != engine:
+    """A UserError when the launch asked for an engine this run cannot honour: DeepSpeed (not
+    supported: docs/scale.md), or FSDP without several processes to shard over. FSDP on GPUs is
+    accelerate's; on CPU processes, which accelerate keeps as MULTI_CPU, `unified_opd.fsdp` shards."""
+    if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        if running != DistributedType.DEEPSPEED:
             raise UserError(
-                f"accelerate launch: the config asks for {name}, but accelerate runs {running.value} here (it applies {name} "
-                f"only to GPU processes, not with --cpu or on a machine without GPUs); launch with a DDP config instead"
+                f"accelerate launch: the config asks for DeepSpeed, but accelerate runs {running.value} here (it applies "
+                f"DeepSpeed only to GPU processes, not with --cpu or on a machine without GPUs); launch with a DDP or FSDP config instead"
             )
         raise UserError(
-            f"accelerate launch: {name} sharding of the student is not supported yet (rollouts and checkpoints need its "
-            f"gathered weights, docs/scale.md); launch with DDP, and cut the trained state with student.lora"
+            "accelerate launch: DeepSpeed is not supported (ZeRO-3 would need its partitioned parameters gathered for "
+            "rollouts and checkpoints, docs/scale.md); launch with configs/accelerate/fsdp2.yaml for a sharded student"
+        )
+    if env.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and running not in (DistributedType.FSDP, DistributedType.MULTI_CPU):
+        raise UserError(
+            f"accelerate launch: the config asks for FSDP, but accelerate runs {running.value} here (one process, "
+            f"nothing to shard over); launch with --num_processes 2 or more"
         )

@@ -17,7 +17,7 @@ from the global generator while a rollout is sampled (`paused()` around evaluati
 Checkpoints: `data_state()` is the data stream's position before the oldest rollout not yet
 consumed, so a resumed run draws the in-flight batches again and samples them from the restored
 weights: the rollouts in flight at a checkpoint are dropped and regenerated, and a resumed run is
-not bit-identical to an uninterrupted one (k = 0, which does not use this module, is).
+not bit-identical to an uninterrupted one (k = 0, `LiveRollouts`, is).
 """
 
 from __future__ import annotations
@@ -25,15 +25,49 @@ from __future__ import annotations
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterator, Tuple
+from typing import Any, Deque, Dict, Iterator
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
+from . import fsdp
 from .data import DataStream
 from .interfaces import Policy
 from .rollout import Rollout
+
+
+def rollout_source(cfg: DictConfig, policy: Policy, data: DataStream, start_step: int):
+    """Where the trainer's rollouts come from: sampled in the background when the domain's
+    `rollout.max_staleness` is above 0, otherwise from the live module at each step."""
+    staleness = OmegaConf.select(cfg, "rollout.max_staleness", default=0)
+    if staleness:
+        return BackgroundRollouts(policy, data, staleness, cfg.trainer.grad_accum, cfg.trainer.seed, start_step)
+    return LiveRollouts(policy, data)
+
+
+class LiveRollouts:
+    """The synchronous default: each step samples from the weights it is about to update."""
+
+    def __init__(self, policy: Policy, data: DataStream):
+        self.policy, self.data = policy, data
+
+    def next(self, step: int) -> Rollout:
+        self.policy.module.eval()
+        with torch.no_grad(), fsdp.gathered(self.policy.module):
+            rollout = self.policy.rollout(self.data.next())
+        self.policy.module.train()
+        return rollout
+
+    def data_state(self) -> Dict[str, int]:
+        return self.data.state()
+
+    def paused(self):
+        return nullcontext()
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -56,9 +90,10 @@ class BackgroundRollouts:
         self.busy = threading.Lock()  # held while a rollout is sampled
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollouts")
 
-    def next(self, step: int) -> Tuple[Rollout, int]:
-        """The next rollout and its staleness (steps between its weights and `step`'s); tops the
-        queue up first, so the rollouts after it are sampled while the caller trains on it."""
+    def next(self, step: int) -> Rollout:
+        """The next rollout, its staleness (steps between its weights and `step`'s) in
+        `meta["staleness"]`; tops the queue up first, so the rollouts after it are sampled while
+        the caller trains on it."""
         if step != self.snapshot_step:
             self.snapshot, self.snapshot_step = self.policy.snapshot(), step
         while len(self.queue) < self.ahead + 1:
@@ -68,7 +103,9 @@ class BackgroundRollouts:
             job = self.worker.submit(self._sample, batch, self.snapshot, seed)
             self.queue.append(_Pending(job, step, before))
         pending = self.queue.popleft()
-        return pending.result.result(), step - pending.weights_step
+        rollout = pending.result.result()
+        rollout.meta["staleness"] = step - pending.weights_step
+        return rollout
 
     def _sample(self, batch, snapshot, seed: int) -> Rollout:
         with self.busy, torch.no_grad():

@@ -2,7 +2,8 @@
 
 A checkpoint is a directory `step_00000100/` holding `model.safetensors`, `optimizer.safetensors`
 + `optimizer.json`, `teacher.safetensors` (only for stateful teachers), `rng.safetensors`, and
-`state.json` (scheduler, RNG, data position, trainer counters). It is written into a temporary
+`state.json` (scheduler, RNG, data position, trainer counters); a sharded (FSDP) student's weights
+and optimizer state are `sharded/` instead, with each rank's RNG in `rng_rank<i>.*`. It is written into a temporary
 sibling directory, every file fsynced, then renamed into place, and only counts once its
 `COMPLETE` marker exists, so a crash mid-save leaves the previous checkpoint usable. Checkpoints
 are deleted (pruned, or replaced by a re-save of the same step) by first renaming them out of the
@@ -25,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
-from .lora import load_checkpoint_state
+from .lora import checkpoint_state, load_checkpoint_state
 
 COMPLETE = "COMPLETE"
 PREFIX = "step_"
@@ -135,22 +136,43 @@ def save_checkpoint(
     generators: Sequence[torch.Generator] = (),
 ) -> Path:
     """Write checkpoint `step` atomically under `root`, then prune to the newest `keep`."""
-    root.mkdir(parents=True, exist_ok=True)
-    _sweep(root)
-    final = root / f"{PREFIX}{step:08d}"
-    tmp = root / f"{TMP}{PREFIX}{step:08d}_{os.getpid()}"
-    tmp.mkdir()
+    tmp = staging_dir(root, step)
+    open_staging(root, tmp)
     _save_tensors(tmp / "model.safetensors", model_state)
     opt_tensors, opt_meta = flatten_optimizer(optimizer_state)
     _save_tensors(tmp / "optimizer.safetensors", opt_tensors)
     _write_json(tmp / "optimizer.json", opt_meta)
+    return commit_checkpoint(root, tmp, step, state, teacher_state, keep, generators)
+
+
+def staging_dir(root: Path, step: int) -> Path:
+    """Where checkpoint `step` is written before it counts; one name for every process of a
+    run, so the ranks of a sharded save write into the same directory."""
+    return root / f"{TMP}{PREFIX}{step:08d}"
+
+
+def open_staging(root: Path, tmp: Path) -> None:
+    """An empty staging directory `tmp`, after removing what a killed save left behind."""
+    root.mkdir(parents=True, exist_ok=True)
+    _sweep(root)
+    tmp.mkdir()
+
+
+def commit_checkpoint(
+    root: Path, tmp: Path, step: int, state: Dict[str, Any], teacher_state: Optional[Dict[str, torch.Tensor]],
+    keep: int, generators: Sequence[torch.Generator],
+) -> Path:
+    """Complete the staged checkpoint `tmp` (teacher, RNG, state, the COMPLETE marker), rename it
+    into place as `step_XXXXXXXX`, then prune to the newest `keep`."""
+    final = root / f"{PREFIX}{step:08d}"
     if teacher_state:
         _save_tensors(tmp / "teacher.safetensors", teacher_state)
     rng_tensors, rng_meta = capture_rng(generators)
     _save_tensors(tmp / "rng.safetensors", rng_tensors)
     _write_json(tmp / "state.json", {**state, "rng": rng_meta, "step": step})
     _write_json(tmp / COMPLETE, {"step": step})
-    _fsync_dir(tmp)
+    for sub in [p for p in tmp.rglob("*") if p.is_dir()] + [tmp]:
+        _fsync_dir(sub)
     if final.exists():  # the end of a run re-saves its last step
         _discard(final)
     os.replace(tmp, final)
@@ -158,6 +180,21 @@ def save_checkpoint(
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         _discard(old)
     return final
+
+
+def save_rng(tmp: Path, generators: Sequence[torch.Generator], rank: int) -> None:
+    """This process's RNG state (`rng_rank<i>.*`): the ranks of one run draw different numbers."""
+    tensors, meta = capture_rng(generators)
+    _save_tensors(tmp / f"rng_rank{rank}.safetensors", tensors)
+    _write_json(tmp / f"rng_rank{rank}.json", meta)
+
+
+def rng_files(path: Path, rank: int) -> Optional[Tuple[Dict[str, torch.Tensor], Dict[str, Any]]]:
+    """What `save_rng` wrote for `rank`, or None when the checkpoint has no per-rank RNG."""
+    tensors = path / f"rng_rank{rank}.safetensors"
+    if not tensors.is_file():
+        return None
+    return load_file(str(tensors)), json.loads((path / f"rng_rank{rank}.json").read_text())
 
 
 def _discard(path: Path) -> None:
@@ -190,15 +227,17 @@ def latest_checkpoint(root: Path) -> Optional[Path]:
 
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:
-    """Read a checkpoint directory (tensors via safetensors, the rest via JSON)."""
+    """Read a checkpoint directory (tensors via safetensors, the rest via JSON); `model` and
+    `optimizer` are None for a sharded checkpoint (`unified_opd.fsdp` reads those)."""
     if not (path / COMPLETE).is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")
     state = json.loads((path / "state.json").read_text())
+    replicated = (path / "model.safetensors").is_file()  # else the student is in `sharded/` (unified_opd.fsdp)
     out = {
-        "model": load_file(str(path / "model.safetensors")),
+        "model": load_file(str(path / "model.safetensors")) if replicated else None,
         "optimizer": unflatten_optimizer(
             load_file(str(path / "optimizer.safetensors")), json.loads((path / "optimizer.json").read_text())
-        ),
+        ) if replicated else None,
         "rng_tensors": load_file(str(path / "rng.safetensors")),
         "state": state,
         "teacher": load_file(str(path / "teacher.safetensors")) if (path / "teacher.safetensors").is_file() else None,
@@ -210,6 +249,11 @@ def load_into(path: Path, model: torch.nn.Module, optimizer, field: str) -> Dict
     """Load checkpoint `path`, put its weights into `model` and `optimizer`, return the rest.
     A checkpoint of another model or optimizer is a UserError naming `field`."""
     data = load_checkpoint(path)
+    if data["model"] is None:
+        raise UserError(
+            f"{field}: checkpoint {path} holds an FSDP-sharded student; resume it with an FSDP launch "
+            f"(accelerate launch --config_file configs/accelerate/fsdp2.yaml)"
+        )
     try:
         load_checkpoint_state(model, data["model"])
         optimizer.load_state_dict(data["optimizer"])
@@ -220,6 +264,22 @@ def load_into(path: Path, model: torch.nn.Module, optimizer, field: str) -> Dict
             f"resume it with the configuration that wrote it, or use another trainer.output_dir"
         ) from e
     return data
+
+
+class ReplicatedCheckpoints:
+    """Checkpoints of a student every rank holds whole (one process, DDP): the main process
+    writes them (`save_checkpoint`), every rank reads them."""
+
+    def __init__(self, accelerator, module: torch.nn.Module, optimizer):
+        self.acc, self.module, self.optimizer = accelerator, module, optimizer
+
+    def save(self, root: Path, step: int, state: Dict[str, Any], teacher_state, keep: int, generators: Sequence[torch.Generator]) -> None:
+        if self.acc.is_main_process:
+            model = checkpoint_state(self.acc.unwrap_model(self.module))
+            save_checkpoint(root, step, model, self.optimizer.state_dict(), state, teacher_state, keep, generators)
+
+    def load(self, path: Path, field: str) -> Dict[str, Any]:
+        return load_into(path, self.acc.unwrap_model(self.module), self.optimizer, field)
 
 
 class atomic_directory:

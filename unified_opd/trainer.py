@@ -13,29 +13,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from contextlib import nullcontext
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import torch
 from accelerate.utils import set_seed
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 
 from . import checkpoint as ckpt
+from . import fsdp
 from .accelerator import make_accelerator
-from .background_rollouts import BackgroundRollouts
-from .callbacks import build_callbacks
+from .background_rollouts import LiveRollouts, rollout_source
 from .data import DataStream
-from .domain import Components, checked_domain
+from .domain import Components
 from .errors import ConfigError, UserError
-from .lora import checkpoint_state
 from .memory import peak_memory_metrics, prepare_student
 from .lr_schedule import lr_lambda
 from .metrics_log import MetricsLog, PhaseTimer, progress_bar, progress_info
-from .objective import Objective
 from .run_control import RankAgreement, StopSignal, TrainClock
 from .run_dir import RunDir
-from .trainer_checks import check_trainer
+from .trainer_checks import check_before_loading
 
 console = Console(stderr=True)
 
@@ -57,7 +54,7 @@ class Trainer:
         t = cfg.trainer
         # everything that can be checked without loading models is checked first, so a typo
         # fails in a second instead of after a model load or a zoo build
-        self.domain, self.objective, self.callbacks = _check_before_loading(cfg)
+        self.domain, self.objective, self.callbacks = check_before_loading(cfg)
         self.accelerator = acc = make_accelerator(t, t.output_dir)
         self.run_dir = RunDir(t.output_dir, acc.is_main_process)
         self.clock = TrainClock(t.max_time_minutes)
@@ -76,7 +73,7 @@ class Trainer:
         self.timer = PhaseTimer(sync_cuda=bool(t.profile) and torch.cuda.is_available())
         self.step = 0
         self.history: Dict[str, Dict[str, float]] = {}
-        self.background: Optional[BackgroundRollouts] = None  # rollout.max_staleness > 0: started in train()
+        self.rollouts = LiveRollouts(self.policy, self.data)  # train() may start background ones instead
 
     def _optimizer(self, t: DictConfig):
         params = prepare_student(self.policy.module, t.gradient_checkpointing)
@@ -85,12 +82,14 @@ class Trainer:
         # the fused kernel updates every tensor in one call: 4 ms -> 0.9 ms per step for a
         # 21-tensor student on CPU, where the default per-tensor loop is pure overhead
         fused = all(p.device.type in ("cpu", "cuda") for p in params)
-        optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, betas=tuple(t.betas), fused=fused)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t, self.clock.fraction))
+        # FSDP replaces the parameters by their shards, so the optimizer is made from what `prepare` passes
+        adamw = lambda ps: torch.optim.AdamW(ps, lr=t.lr, weight_decay=t.weight_decay, betas=tuple(t.betas), fused=fused)
+        module, optimizer = fsdp.prepare(self.accelerator, self.policy.module, adamw, t.mixed_precision)
         # the scheduler stays outside `prepare`: accelerate would step it once per process per step,
         # so under N processes the schedule would run N times too fast
-        module, optimizer = self.accelerator.prepare(self.policy.module, optimizer)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t, self.clock.fraction))
         self.policy.train_module = module
+        self.checkpoints = fsdp.checkpoints_for(self.accelerator, module, optimizer)
         return optimizer, scheduler
 
     # ------------------------------------------------------------------ the loop
@@ -109,15 +108,12 @@ class Trainer:
         nonfinite = 0
         t_start = time.perf_counter()
         self.clock.start()
-        staleness = OmegaConf.select(self.cfg, "rollout.max_staleness", default=0)
-        if staleness:
-            self.background = BackgroundRollouts(self.policy, self.data, staleness, t.grad_accum, t.seed, self.step)
+        self.rollouts = rollout_source(self.cfg, self.policy, self.data, self.step)
         try:
             return self._loop(t, start_step, nonfinite, t_start)
         finally:
-            if self.background is not None:
-                self.background.close()
-                self.background = None
+            self.rollouts.close()
+            self.rollouts = LiveRollouts(self.policy, self.data)
 
     def _loop(self, t: DictConfig, start_step: int, nonfinite: int, t_start: float) -> Dict[str, Any]:
         with StopSignal() as stop, progress_bar(self.accelerator.is_main_process, console) as bar:
@@ -199,15 +195,8 @@ class Trainer:
     def _collect(self):
         """One fresh rollout batch with its teacher (and reference) scores."""
         with self.timer("rollout"):
-            if self.background is not None:
-                # time/rollout is then the wait for the background thread, not its sampling time
-                rollout, staleness = self.background.next(self.step)
-                rollout.meta["staleness"] = staleness
-            else:
-                self.policy.module.eval()
-                with torch.no_grad():
-                    rollout = self.policy.rollout(self.data.next())
-                self.policy.module.train()
+            # with background rollouts, time/rollout is the wait for them, not their sampling time
+            rollout = self.rollouts.next(self.step)
         with self.timer("teacher"), torch.no_grad():
             teacher_dist = self.teacher.distribution(rollout)
             reference = self.components.reference.distribution(rollout) if self.components.reference else None
@@ -247,7 +236,8 @@ class Trainer:
         if self.components.evaluate is None:
             return {}
         self.policy.module.eval()
-        with self._quiet(), torch.no_grad(), ckpt.rng_preserved(self.components.generators):
+        # evaluation restores the global RNG a background rollout draws from: none runs inside
+        with self.rollouts.paused(), torch.no_grad(), ckpt.rng_preserved(self.components.generators), fsdp.gathered(self.policy.module):
             metrics = self.components.evaluate(self.policy, self.step)
         self.policy.module.train()
         self.history[tag] = metrics
@@ -256,10 +246,6 @@ class Trainer:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             console.print(f"[bold]eval[/bold] ({tag}, step {self.step}): {shown}")
         return metrics
-
-    def _quiet(self):
-        """No background rollout runs inside: evaluation restores the global RNG the worker draws from."""
-        return self.background.paused() if self.background is not None else nullcontext()
 
     def _finish(self, start_step: int, train_seconds: float) -> Dict[str, Any]:
         after = self._evaluate("after")
@@ -274,33 +260,26 @@ class Trainer:
             "phase_seconds": dict(self.timer.total),
         }
         self.log.close()
-        self.run_dir.finish(self.policy, self.cfg, summary)
+        with fsdp.saving_final(self.accelerator, self.policy.module):
+            self.run_dir.finish(self.policy, self.cfg, summary)
+        self.accelerator.wait_for_everyone()
         return summary
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self) -> None:
         acc = self.accelerator
         acc.wait_for_everyone()
-        if acc.is_main_process:
-            # with background rollouts, the data position before the ones in flight: a resume redraws them
-            data = self.data.state() if self.background is None else self.background.data_state()
-            state = dict(scheduler=self.scheduler.state_dict(), data=data, history=self.history, train_seconds=self.clock.seconds())
-            ckpt.save_checkpoint(
-                self.run_dir.checkpoints,
-                self.step,
-                checkpoint_state(acc.unwrap_model(self.policy.train_module)),
-                self.optimizer.state_dict(),
-                state,
-                teacher_state=self.teacher.state(),
-                keep=self.cfg.trainer.keep_checkpoints,
-                generators=self.components.generators,
-            )
+        # with background rollouts, the data position before the ones in flight: a resume redraws them
+        data = self.rollouts.data_state()
+        state = dict(scheduler=self.scheduler.state_dict(), data=data, history=self.history, train_seconds=self.clock.seconds())
+        self.checkpoints.save(
+            self.run_dir.checkpoints, self.step, state, self.teacher.state(), self.cfg.trainer.keep_checkpoints, self.components.generators
+        )
         acc.wait_for_everyone()
 
     def _restore(self, path) -> None:
         field_name = "trainer.output_dir" if str(self.cfg.trainer.resume) == "auto" else "trainer.resume"
-        model = self.accelerator.unwrap_model(self.policy.train_module)
-        data = ckpt.load_into(path, model, self.optimizer, field_name)
+        data = self.checkpoints.load(path, field_name)
         state = data["state"]
         self.scheduler.load_state_dict(state["scheduler"])
         self.data.load_state(state["data"])
@@ -311,17 +290,3 @@ class Trainer:
         self.step = int(state["step"])
         ckpt.restore_rng(data["rng_tensors"], state["rng"], self.components.generators)
         console.print(f"[cyan]resumed[/cyan] from {path} at step {self.step}")
-
-
-def _check_before_loading(cfg: DictConfig):
-    """The config's domain, objective and callbacks, every value checked: nothing is loaded yet."""
-    t = cfg.trainer
-    objective = Objective.from_config(cfg)
-    check_trainer(t)
-    lr_lambda(t)  # the schedule's name
-    callbacks = build_callbacks(list(OmegaConf.to_container(t.callbacks)))
-    domain = checked_domain(cfg)
-    if domain.distribution is not None:
-        objective.divergence.check_kind(domain.distribution)
-    return domain, objective, callbacks
-

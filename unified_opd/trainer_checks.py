@@ -6,10 +6,15 @@ from __future__ import annotations
 import re
 from typing import Callable, Tuple
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from . import fsdp
 from .accelerator import check_trackers
+from .callbacks import build_callbacks
+from .domain import checked_domain
 from .errors import ConfigError, UserError
+from .lr_schedule import lr_lambda
+from .objective import Objective
 from .teacher_config import check_replaced_keys
 
 # field -> (what a valid value satisfies, how the error says it)
@@ -60,3 +65,17 @@ def check_can_push(repo: str) -> None:
         raise UserError(f"trainer.push_to_hub: {why}; set trainer.push_to_hub=false and upload {{output_dir}}/final later (hf upload)")
     if get_token() is None:
         raise UserError("trainer.push_to_hub: no Hugging Face token; run `hf auth login` or set HF_TOKEN")
+
+
+def check_before_loading(cfg: DictConfig):
+    """The config's domain, objective and callbacks, every value checked: nothing is loaded yet."""
+    t = cfg.trainer
+    objective = Objective.from_config(cfg)
+    check_trainer(t)
+    fsdp.check_request(cfg)
+    lr_lambda(t)  # the schedule's name
+    callbacks = build_callbacks(list(OmegaConf.to_container(t.callbacks)))
+    domain = checked_domain(cfg)
+    if domain.distribution is not None:
+        objective.divergence.check_kind(domain.distribution)
+    return domain, objective, callbacks
