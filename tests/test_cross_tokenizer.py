@@ -23,6 +23,12 @@ def pair_teacher(tmp_path_factory):
     return save_tiny_lm(tmp_path_factory.mktemp("pair_teacher"), hidden=32, layers=1, seed=4, tok=arith.build_pair_tokenizer())
 
 
+@pytest.fixture(scope="module")
+def answer_pair_teacher(tmp_path_factory):
+    tok = arith.build_pair_tokenizer(answers_only=True)
+    return save_tiny_lm(tmp_path_factory.mktemp("answer_pair_teacher"), hidden=32, layers=1, seed=5, tok=tok)
+
+
 def _trainer(root, out, teacher, mode, **extra):
     over = {"teacher.path": teacher, "teacher.tokenizer": mode, "eval.kl": False, **extra}
     return Trainer(load_config(None, text_overrides(root, out, **over), schema_for))
@@ -36,6 +42,19 @@ def test_spans_of_a_character_and_a_pair_tokenization():
     assert aligned_spans(s, t) == [(range(0, 2), range(0, 1)), (range(2, 4), range(1, 2))]
     # boundaries that never meet make one span of everything
     assert aligned_spans([1, 3], [2, 3]) == [(range(0, 2), range(0, 2))]
+
+
+def test_the_answer_pair_tokenizer_cuts_answers_in_pairs_and_prompts_by_character():
+    tok, pair = arith.build_pair_tokenizer(answers_only=True), arith.build_pair_tokenizer()
+    assert tok.get_vocab() == pair.get_vocab()
+    assert tok.convert_ids_to_tokens(tok("47+08=", add_special_tokens=False)["input_ids"]) == list("47+08=")
+    enc = tok("231", add_special_tokens=False, return_offsets_mapping=True)
+    assert tok.convert_ids_to_tokens(enc["input_ids"]) == ["23", "1"]
+    # the student's "2" "3" "1" and the teacher's "23" "1": spans of two student tokens, then one
+    s = char_ends(arith.build_tokenizer(), arith.build_tokenizer()("231", add_special_tokens=False)["input_ids"])
+    assert aligned_spans(s, [e for _, e in enc["offset_mapping"]]) == [(range(0, 2), range(0, 1)), (range(2, 3), range(1, 2))]
+    # a whole problem in one string: the prompt by character, the answer in pairs
+    assert tok.convert_ids_to_tokens(tok("47+08=55", add_special_tokens=False)["input_ids"]) == [*"47+08=", "55"]
 
 
 def test_span_targets_by_hand():
@@ -74,8 +93,9 @@ def _completion_log_prob(trainer, r, b) -> float:
     return float(logp[len(prompt) - 1 :].gather(-1, seq[0, len(prompt) :].unsqueeze(-1)).sum())
 
 
-def test_align_targets_sum_to_the_teachers_completion_log_prob(tiny_text, pair_teacher, tmp_path):
-    tr = _trainer(tiny_text, tmp_path / "a", pair_teacher, "align")
+@pytest.mark.parametrize("teacher", ["pair_teacher", "answer_pair_teacher"])
+def test_align_targets_sum_to_the_teachers_completion_log_prob(tiny_text, teacher, request, tmp_path):
+    tr = _trainer(tiny_text, tmp_path / "a", request.getfixturevalue(teacher), "align")
     r = tr.policy.rollout(tr.data.next())
     d = tr.teacher.distribution(r)
     lp, idx = d.topk
