@@ -2,12 +2,14 @@
 the character-level zoo student, against the same-tokenizer run.
 
 The pair teacher is trained here from scratch with the zoo teacher's recipe (`arith.TEACHER`:
-size, lr, batch, cosine schedule; `--teacher-steps`, cached under `--out-runs`), with
-`--teacher-tokenizer` `answer-pair` (`arith.build_pair_tokenizer(answers_only=True)`: answers cut
-into digit pairs, "231" is "23" "1", prompts one character a token) or `pair` (pairs everywhere,
-"47" is one token); its greedy accuracy is reported beside the zoo teacher's, since a gain
-depends on the teacher's strength. Cases (`--cases`), each `configs/text/opd_arith.yaml` for
-`--steps` steps of `--batch` prompts x 1 sample, trainers of one seed interleaved in one process:
+size, lr, batch, cosine schedule; `--teacher-steps`, cached under `--out-runs`), with the tokenizer
+`arith.build_pair_tokenizer(--teacher-tokenizer)`: `answer-tail` (default: an answer's first
+digit alone, the rest in pairs, "231" is "2" "31"; prompts one character a token), `answer`
+("231" is "23" "1") or `all` (pairs in prompts too, "47" is one token). Its greedy accuracy and
+the share of held-out answers it cuts otherwise than the student are reported beside the zoo
+teacher's accuracy, since a gain depends on the teacher's strength. Cases (`--cases`), each
+`configs/text/opd_arith.yaml` for `--steps` steps of `--batch` prompts x 1 sample, trainers of
+one seed interleaved in one process:
 
 * same -- the character-level teacher `--same-teacher` (default zoo:arith/teacher);
 * align-pair -- the pair teacher, `teacher.tokenizer: align` (GOLD-style spans, sampled-token
@@ -45,7 +47,6 @@ CASES = {  # name -> (label, teacher it needs, overrides given that teacher's pa
     "align-remapped": ("align (remapped teacher)", "remapped", lambda path: [f"teacher.path={path}", "teacher.tokenizer=align"]),
     "uld-remapped": ("uld (remapped teacher)", "remapped", lambda path: [f"teacher.path={path}", *ULD]),
 }
-PAIR_TOKENIZERS = {"answer-pair": True, "pair": False}  # --teacher-tokenizer -> build_pair_tokenizer(answers_only)
 
 
 def pair_teacher(args) -> Path:
@@ -59,7 +60,7 @@ def pair_teacher(args) -> Path:
     out = Path(args.out_runs) / f"{args.teacher_tokenizer}_teacher_{spec.hidden}x{spec.layers}_{spec.steps}"
     if (out / "config.json").is_file():
         return out
-    tok = arith.build_pair_tokenizer(answers_only=PAIR_TOKENIZERS[args.teacher_tokenizer])
+    tok = arith.build_pair_tokenizer(args.teacher_tokenizer)
     train = load_jsonl(resolve("zoo:arith/train.jsonl", "data.path"))
     torch.manual_seed(1)  # the zoo teacher's seed
     model = spec.build(tok)
@@ -206,7 +207,7 @@ def main(argv=None):
     p.add_argument("--same-teacher", default="zoo:arith/teacher")
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=["same", "align-pair", "uld-pair"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--teacher-tokenizer", choices=list(PAIR_TOKENIZERS), default="answer-pair")
+    p.add_argument("--teacher-tokenizer", choices=list(arith.PAIR_SPLITS), default="answer-tail", help="arith.build_pair_tokenizer's pairs")
     p.add_argument("--teacher-steps", type=int, default=arith.TEACHER.steps)
     p.add_argument("--teacher-hidden", type=int, default=arith.TEACHER.hidden)
     p.add_argument("--teacher-layers", type=int, default=arith.TEACHER.layers)

@@ -25,7 +25,7 @@ def pair_teacher(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def answer_pair_teacher(tmp_path_factory):
-    tok = arith.build_pair_tokenizer(answers_only=True)
+    tok = arith.build_pair_tokenizer("answer-tail")
     return save_tiny_lm(tmp_path_factory.mktemp("answer_pair_teacher"), hidden=32, layers=1, seed=5, tok=tok)
 
 
@@ -44,17 +44,22 @@ def test_spans_of_a_character_and_a_pair_tokenization():
     assert aligned_spans([1, 3], [2, 3]) == [(range(0, 2), range(0, 2))]
 
 
-def test_the_answer_pair_tokenizer_cuts_answers_in_pairs_and_prompts_by_character():
-    tok, pair = arith.build_pair_tokenizer(answers_only=True), arith.build_pair_tokenizer()
-    assert tok.get_vocab() == pair.get_vocab()
-    assert tok.convert_ids_to_tokens(tok("47+08=", add_special_tokens=False)["input_ids"]) == list("47+08=")
-    enc = tok("231", add_special_tokens=False, return_offsets_mapping=True)
-    assert tok.convert_ids_to_tokens(enc["input_ids"]) == ["23", "1"]
-    # the student's "2" "3" "1" and the teacher's "23" "1": spans of two student tokens, then one
-    s = char_ends(arith.build_tokenizer(), arith.build_tokenizer()("231", add_special_tokens=False)["input_ids"])
-    assert aligned_spans(s, [e for _, e in enc["offset_mapping"]]) == [(range(0, 2), range(0, 1)), (range(2, 3), range(1, 2))]
-    # a whole problem in one string: the prompt by character, the answer in pairs
-    assert tok.convert_ids_to_tokens(tok("47+08=55", add_special_tokens=False)["input_ids"]) == [*"47+08=", "55"]
+def test_pair_tokenizers_cut_where_their_split_says():
+    char = arith.build_tokenizer()
+
+    def pieces(tok, text):
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return tok.convert_ids_to_tokens(enc["input_ids"]), [e for _, e in enc["offset_mapping"]]
+
+    every, answer, tail = (arith.build_pair_tokenizer(p) for p in ("all", "answer", "answer-tail"))
+    assert every.get_vocab() == answer.get_vocab() == tail.get_vocab()
+    assert pieces(every, "47+08=")[0] == ["47", "+", "08", "="]
+    assert pieces(answer, "47+08=")[0] == pieces(tail, "47+08=")[0] == list("47+08=")
+    assert pieces(answer, "231")[0] == ["23", "1"] and pieces(tail, "231")[0] == ["2", "31"]
+    assert pieces(tail, "55")[0] == ["5", "5"] and pieces(tail, "4567")[0] == ["4", "56", "7"]
+    # the student's "2" "3" "1" against "2" "31": a span of one token each, then two against one
+    s = char_ends(char, char("231", add_special_tokens=False)["input_ids"])
+    assert aligned_spans(s, pieces(tail, "231")[1]) == [(range(0, 1), range(0, 1)), (range(1, 3), range(1, 2))]
 
 
 def test_span_targets_by_hand():
