@@ -1,23 +1,28 @@
-"""Cross-tokenizer distillation on `arith`: a teacher with a BPE (digit-pair) tokenizer teaching
+"""Cross-tokenizer distillation on `arith`: a teacher with a digit-pair BPE tokenizer teaching
 the character-level zoo student, against the same-tokenizer run.
 
-The pair teacher (`arith.build_pair_tokenizer`: "47" is one token) is trained here from scratch
-with the zoo's supervised recipe (`--teacher-steps`, cached under `--out-runs`); its greedy
-accuracy is reported beside the zoo teacher's, since a gain depends on the teacher's strength.
-Cases, each `configs/text/opd_arith.yaml` for `--steps` steps of `--batch` prompts x 1 sample
-(seed 0), trainers interleaved in one process:
+The pair teacher is trained here from scratch with the zoo teacher's recipe (`arith.TEACHER`:
+size, lr, batch, cosine schedule; `--teacher-steps`, cached under `--out-runs`), with the tokenizer
+`arith.build_pair_tokenizer(--teacher-tokenizer)`: `answer-tail` (default: an answer's first
+digit alone, the rest in pairs, "231" is "2" "31"; prompts one character a token), `answer`
+("231" is "23" "1") or `all` (pairs in prompts too, "47" is one token). Its greedy accuracy and
+the share of held-out answers it cuts otherwise than the student are reported beside the zoo
+teacher's accuracy, since a gain depends on the teacher's strength. Cases (`--cases`), each
+`configs/text/opd_arith.yaml` for `--steps` steps of `--batch` prompts x 1 sample, trainers of
+one seed interleaved in one process:
 
-* same tokenizer -- the character-level teacher `--same-teacher` (default zoo:arith/teacher);
-* align (pair teacher) -- the pair teacher, `teacher.tokenizer: align` (GOLD-style spans,
-  sampled-token reverse KL);
-* align / uld (remapped teacher) -- the same-tokenizer teacher's weights over another vocabulary
+* same -- the character-level teacher `--same-teacher` (default zoo:arith/teacher);
+* align-pair -- the pair teacher, `teacher.tokenizer: align` (GOLD-style spans, sampled-token
+  reverse KL);
+* uld-pair -- the pair teacher, `teacher.tokenizer: uld` with `divergence.name: tv` (the ULD loss);
+* align-remapped / uld-remapped -- the same-tokenizer teacher's weights over another vocabulary
   (`remapped_teacher`: the characters in reverse id order plus the 100 digit pairs, 119 tokens;
-  one character a token, so spans are one token each): `teacher.tokenizer: align`, and `uld`
-  with `divergence.name: tv` (the ULD loss). A teacher as strong as the same-tokenizer one,
-  whose token ids all differ.
+  one character a token, so spans are one token each): as strong as the same-tokenizer teacher,
+  every token id different.
 
 Accuracy: greedy on the first `--eval-size` held-out prompts before training and after the
-last step, with the binomial standard error of the gain.
+last step, per seed (`--seeds`), with the binomial standard error of one run's gain and, over
+several seeds, the standard error of the mean gain across seeds.
 
     OMP_NUM_THREADS=1 python benchmarks/cross_tokenizer.py
 """
@@ -35,28 +40,31 @@ from _common import add_arith_run_args, arith_overrides, collect
 
 CONFIG = "configs/text/opd_arith.yaml"
 ULD = ["teacher.tokenizer=uld", "divergence.name=tv", "objective.estimator=analytic"]
-CASES = {  # name -> overrides(args, {teacher kind: path})
-    "same tokenizer": lambda args, t: [f"teacher.path={args.same_teacher}"],
-    "align (pair teacher)": lambda args, t: [f"teacher.path={t['pair']}", "teacher.tokenizer=align"],
-    "align (remapped teacher)": lambda args, t: [f"teacher.path={t['remapped']}", "teacher.tokenizer=align"],
-    "uld (remapped teacher)": lambda args, t: [f"teacher.path={t['remapped']}", *ULD],
+CASES = {  # name -> (label, teacher it needs, overrides given that teacher's path)
+    "same": ("same tokenizer", "same", lambda path: [f"teacher.path={path}"]),
+    "align-pair": ("align (pair teacher)", "pair", lambda path: [f"teacher.path={path}", "teacher.tokenizer=align"]),
+    "uld-pair": ("uld (pair teacher)", "pair", lambda path: [f"teacher.path={path}", *ULD]),
+    "align-remapped": ("align (remapped teacher)", "remapped", lambda path: [f"teacher.path={path}", "teacher.tokenizer=align"]),
+    "uld-remapped": ("uld (remapped teacher)", "remapped", lambda path: [f"teacher.path={path}", *ULD]),
 }
 
 
 def pair_teacher(args) -> Path:
-    """The digit-pair-tokenizer teacher, trained once with the zoo's supervised loop and cached."""
+    """The pair-tokenizer teacher, trained once with the zoo teacher's recipe and cached."""
+    from dataclasses import replace
+
     from unified_opd.domains.text.zoo import arith
     from unified_opd.zoo import resolve
 
-    out = Path(args.out_runs) / f"pair_teacher_{args.teacher_steps}"
+    spec = replace(arith.TEACHER, hidden=args.teacher_hidden, layers=args.teacher_layers, heads=args.teacher_heads, steps=args.teacher_steps)
+    out = Path(args.out_runs) / f"{args.teacher_tokenizer}_teacher_{spec.hidden}x{spec.layers}_{spec.steps}"
     if (out / "config.json").is_file():
         return out
-    tok = arith.build_pair_tokenizer()
+    tok = arith.build_pair_tokenizer(args.teacher_tokenizer)
     train = load_jsonl(resolve("zoo:arith/train.jsonl", "data.path"))
-    torch.manual_seed(0)
-    spec = arith.ModelSpec(hidden=args.teacher_hidden, layers=args.teacher_layers, heads=4, steps=args.teacher_steps, lr=1e-3, batch=64)
+    torch.manual_seed(1)  # the zoo teacher's seed
     model = spec.build(tok)
-    arith.train_supervised(model, tok, train, spec, seed=0, label="pair-teacher")
+    arith.train_supervised(model, tok, train, spec, seed=1, label=f"{args.teacher_tokenizer} teacher")
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -103,75 +111,123 @@ def teacher_accuracy(path: str, records) -> float:
     return arith.greedy_accuracy(lm, tok, records)
 
 
-def overrides(args, teacher: list, run_dir: Path) -> list:
-    return [*teacher, *arith_overrides(args, run_dir), "eval.kl=false"]
+def cut_otherwise(path: str, records) -> float:
+    """Share of `records`' answers that the tokenizer at `path` cuts into other pieces than one
+    character a token (where align's spans hold more than one student token)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    pieces = [tok(r["answer"], add_special_tokens=False)["input_ids"] for r in records]
+    return sum(len(p) != len(r["answer"]) for p, r in zip(pieces, records)) / len(records)
+
+
+def overrides(args, teacher: list, run_dir: Path, seed: int) -> list:
+    return [*teacher, *arith_overrides(args, run_dir), f"trainer.seed={seed}", "eval.kl=false"]
 
 
 def train_interleaved(args, teachers: dict):
+    """One row per seed: the student's accuracy before training and each case's after."""
     from unified_opd.config import load_config
     from unified_opd.domain import schema_for
     from unified_opd.trainer import Trainer
 
-    trainers = {}
-    for name, teacher in CASES.items():
-        run_dir = Path(args.out_runs) / name.replace(" ", "_").strip("()").replace("(", "").replace(")", "")
-        shutil.rmtree(run_dir, ignore_errors=True)
-        trainers[name] = Trainer(load_config(CONFIG, overrides(args, teacher(args, teachers), run_dir), schema_for))
-    before = trainers["same tokenizer"]._evaluate("step_0")["accuracy"]
-    names = list(trainers)
-    for step in range(1, args.steps + 1):
-        for c in names if step % 2 else names[::-1]:
-            trainers[c].train_step()
-            trainers[c].step += 1
-    yield {"before": before, "after": {c: tr._evaluate(f"step_{args.steps}")["accuracy"] for c, tr in trainers.items()}}
+    for seed in args.seeds:
+        trainers = {}
+        for c in args.cases:
+            _, needs, teacher = CASES[c]
+            run_dir = Path(args.out_runs) / f"{c}_seed{seed}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            trainers[c] = Trainer(load_config(CONFIG, overrides(args, teacher(teachers[needs]), run_dir, seed), schema_for))
+        before = next(iter(trainers.values()))._evaluate("step_0")["accuracy"]
+        names = list(trainers)
+        for step in range(1, args.steps + 1):
+            for c in names if step % 2 else names[::-1]:
+                trainers[c].train_step()
+                trainers[c].step += 1
+        yield {"seed": seed, "before": before, "after": {c: tr._evaluate(f"step_{args.steps}")["accuracy"] for c, tr in trainers.items()}}
 
 
-def report(rows, args, teachers: dict, teacher_acc: dict, command: str, load_before: tuple) -> None:
-    row, n = rows[-1], args.eval_size
-    b = row["before"]
+def gain_stats(rows: list, case: str, n: int) -> tuple:
+    """(mean accuracy after, mean gain, binomial s.e. of one run's gain, s.e. of the mean gain
+    across seeds or None with one seed), in accuracy units."""
+    after = [r["after"][case] for r in rows]
+    gains = [a - r["before"] for a, r in zip(after, rows)]
+    a, b = sum(after) / len(after), rows[0]["before"]
+    binomial = math.sqrt((a * (1 - a) + b * (1 - b)) / n)
+    mean = sum(gains) / len(gains)
+    seeds = math.sqrt(sum((g - mean) ** 2 for g in gains) / (len(gains) - 1) / len(gains)) if len(gains) > 1 else None
+    return a, mean, binomial, seeds
+
+
+def report(rows, args, teachers: dict, teacher_acc: dict, cut: float, command: str, load_before: tuple) -> None:
+    n, b = args.eval_size, rows[0]["before"]
+    seeds = ", ".join(str(r["seed"]) for r in rows)
+    teacher_lines = []
+    if "pair" in teachers:
+        teacher_lines.append(
+            f"The pair teacher: `--teacher-tokenizer {args.teacher_tokenizer}` (119 tokens; {args.teacher_hidden} wide, "
+            f"{args.teacher_layers} layers, {args.teacher_heads} heads, {args.teacher_steps} supervised steps, the zoo "
+            f"teacher's recipe; `{teachers['pair']}`); it cuts {cut:.0%} of the held-out answers otherwise than one "
+            f"character a token."
+        )
+    if "remapped" in teachers:
+        teacher_lines.append(f"The remapped teacher: `{teachers['remapped']}`.")
     md = [
         "# Cross-tokenizer distillation on arith",
         "",
         f"`{command}`: {args.steps} steps, {args.batch} prompts x 1 sample per step, lr {args.lr} constant after {args.warmup} "
-        f"warm-up steps, seed 0; the character-level zoo student (19 tokens) and, for the cross-tokenizer cases, a teacher "
-        f"with the digit-pair BPE tokenizer (119 tokens; {args.teacher_hidden} wide, {args.teacher_layers} layers, "
-        f"{args.teacher_steps} supervised steps, `{teachers['pair']}`) or the remapped one (`{teachers['remapped']}`). "
-        f"Accuracy: greedy on {n} held-out prompts.",
+        f"warm-up steps, seed(s) {seeds}; the character-level zoo student (19 tokens). Accuracy: greedy on {n} held-out prompts.",
+        *teacher_lines,
         f"Load average (1/5/15 min) at the start: {' '.join(f'{x:.2f}' for x in load_before)}, "
         f"at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
         "Teachers' own held-out accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in teacher_acc.items()) + ". "
         f"Student before training: {b:.3f}.",
         "",
-        "| case | accuracy after | gain over the initial student (± s.e.) | gain / same-tokenizer gain |",
-        "|---|---|---|---|",
+        "| case | accuracy after (per seed) | gain over the initial student (± s.e. of one run) | ± s.e. across seeds | gain / same-tokenizer gain |",
+        "|---|---|---|---|---|",
     ]
-    same_gain = row["after"]["same tokenizer"] - b
-    for c, a in row["after"].items():
-        se = math.sqrt((a * (1 - a) + b * (1 - b)) / n) * 100
-        md.append(f"| {c} | {a:.3f} | {(a - b) * 100:+.1f} ± {se:.1f} pts | {(a - b) / same_gain:.2f} |")
+    same_gain = gain_stats(rows, "same", n)[1] if "same" in args.cases else None
+    for c in args.cases:
+        a, g, binomial, across = gain_stats(rows, c, n)
+        per_seed = " / ".join(f"{r['after'][c]:.3f}" for r in rows)
+        ratio = f"{g / same_gain:.2f}" if same_gain else "–"
+        spread = f"{across * 100:.1f} pts" if across is not None else "– (one seed)"
+        md.append(f"| {CASES[c][0]} | {a:.3f} ({per_seed}) | {g * 100:+.1f} ± {binomial * 100:.1f} pts | {spread} | {ratio} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cross_tokenizer.md").write_text("\n".join(md) + "\n")
 
 
 def main(argv=None):
+    from unified_opd.domains.text.zoo import arith
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arith_run_args(p)
     p.add_argument("--same-teacher", default="zoo:arith/teacher")
-    p.add_argument("--teacher-steps", type=int, default=800)
-    p.add_argument("--teacher-hidden", type=int, default=128)
-    p.add_argument("--teacher-layers", type=int, default=3)
+    p.add_argument("--cases", nargs="+", choices=list(CASES), default=["same", "align-pair", "uld-pair"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--teacher-tokenizer", choices=list(arith.PAIR_SPLITS), default="answer-tail", help="arith.build_pair_tokenizer's pairs")
+    p.add_argument("--teacher-steps", type=int, default=arith.TEACHER.steps)
+    p.add_argument("--teacher-hidden", type=int, default=arith.TEACHER.hidden)
+    p.add_argument("--teacher-layers", type=int, default=arith.TEACHER.layers)
+    p.add_argument("--teacher-heads", type=int, default=arith.TEACHER.heads)
     p.add_argument("--out-runs", default="runs/bench_cross_tokenizer")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     from unified_opd.zoo import resolve
 
-    teachers = {"pair": pair_teacher(args), "remapped": remapped_teacher(args)}
+    needed = {CASES[c][1] for c in args.cases}
+    teachers = {"same": args.same_teacher}
+    if "pair" in needed:
+        teachers["pair"] = str(pair_teacher(args))
+    if "remapped" in needed:
+        teachers["remapped"] = str(remapped_teacher(args))
     held = load_jsonl(resolve("zoo:arith/eval.jsonl", "data.eval_path"))[: args.eval_size]
-    acc = {"same-tokenizer": teacher_accuracy(args.same_teacher, held), **{k: teacher_accuracy(str(p), held) for k, p in teachers.items()}}
+    acc = {k: teacher_accuracy(path, held) for k, path in teachers.items()}
+    cut = cut_otherwise(teachers["pair"], held) if "pair" in teachers else 0.0
     collect("cross_tokenizer.py", argv, train_interleaved(args, teachers),
-            lambda done, command, load: report(done, args, teachers, acc, command, load))
+            lambda done, command, load: report(done, args, teachers, acc, cut, command, load))
     print((Path(args.out) / "cross_tokenizer.md").read_text())
 
 

@@ -23,6 +23,12 @@ def pair_teacher(tmp_path_factory):
     return save_tiny_lm(tmp_path_factory.mktemp("pair_teacher"), hidden=32, layers=1, seed=4, tok=arith.build_pair_tokenizer())
 
 
+@pytest.fixture(scope="module")
+def answer_pair_teacher(tmp_path_factory):
+    tok = arith.build_pair_tokenizer("answer-tail")
+    return save_tiny_lm(tmp_path_factory.mktemp("answer_pair_teacher"), hidden=32, layers=1, seed=5, tok=tok)
+
+
 def _trainer(root, out, teacher, mode, **extra):
     over = {"teacher.path": teacher, "teacher.tokenizer": mode, "eval.kl": False, **extra}
     return Trainer(load_config(None, text_overrides(root, out, **over), schema_for))
@@ -36,6 +42,24 @@ def test_spans_of_a_character_and_a_pair_tokenization():
     assert aligned_spans(s, t) == [(range(0, 2), range(0, 1)), (range(2, 4), range(1, 2))]
     # boundaries that never meet make one span of everything
     assert aligned_spans([1, 3], [2, 3]) == [(range(0, 2), range(0, 2))]
+
+
+def test_pair_tokenizers_cut_where_their_split_says():
+    char = arith.build_tokenizer()
+
+    def pieces(tok, text):
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return tok.convert_ids_to_tokens(enc["input_ids"]), [e for _, e in enc["offset_mapping"]]
+
+    every, answer, tail = (arith.build_pair_tokenizer(p) for p in ("all", "answer", "answer-tail"))
+    assert every.get_vocab() == answer.get_vocab() == tail.get_vocab()
+    assert pieces(every, "47+08=")[0] == ["47", "+", "08", "="]
+    assert pieces(answer, "47+08=")[0] == pieces(tail, "47+08=")[0] == list("47+08=")
+    assert pieces(answer, "231")[0] == ["23", "1"] and pieces(tail, "231")[0] == ["2", "31"]
+    assert pieces(tail, "55")[0] == ["5", "5"] and pieces(tail, "4567")[0] == ["4", "56", "7"]
+    # the student's "2" "3" "1" against "2" "31": a span of one token each, then two against one
+    s = char_ends(char, char("231", add_special_tokens=False)["input_ids"])
+    assert aligned_spans(s, pieces(tail, "231")[1]) == [(range(0, 1), range(0, 1)), (range(1, 3), range(1, 2))]
 
 
 def test_span_targets_by_hand():
@@ -74,8 +98,9 @@ def _completion_log_prob(trainer, r, b) -> float:
     return float(logp[len(prompt) - 1 :].gather(-1, seq[0, len(prompt) :].unsqueeze(-1)).sum())
 
 
-def test_align_targets_sum_to_the_teachers_completion_log_prob(tiny_text, pair_teacher, tmp_path):
-    tr = _trainer(tiny_text, tmp_path / "a", pair_teacher, "align")
+@pytest.mark.parametrize("teacher", ["pair_teacher", "answer_pair_teacher"])
+def test_align_targets_sum_to_the_teachers_completion_log_prob(tiny_text, teacher, request, tmp_path):
+    tr = _trainer(tiny_text, tmp_path / "a", request.getfixturevalue(teacher), "align")
     r = tr.policy.rollout(tr.data.next())
     d = tr.teacher.distribution(r)
     lp, idx = d.topk
