@@ -8,6 +8,8 @@ of `transcript.PlainFormat`:
 * the teacher (larger or longer-trained) on twice as many episodes; with `noise` > 0 the second half is
   DAgger-style: with probability `noise` a turn executes a random action seen elsewhere in the
   expert data (kept as untrained context), so the teacher also learns the expert's recovery;
+  with `noise` None it trains on the clean episodes only (ScienceWorld: the seeds past its 124
+  train variations wrap around, so a second clean half would replay the same gold sequences);
 * the student (smaller or briefly trained) on clean expert episodes only, so it drifts and
   compounds errors -- the gap that multi-turn OPD closes. With `student_env_kwargs` its
   episodes come from an easier version of the env (KeyDoor: depth 4 instead of 6), so it masters
@@ -74,7 +76,7 @@ class Entry:
     env_id: str
     env_kwargs: Dict = field(default_factory=dict)
     episodes: int = 1500  # clean expert episodes (and as many noisy ones for the teacher)
-    noise: float = 0.25  # teacher data: chance a turn executes a random action
+    noise: Optional[float] = 0.25  # teacher data: chance a turn executes a random action (None: clean data only)
     teacher: ModelSpec = field(default_factory=lambda: ModelSpec(hidden=96, layers=3, steps=400))
     student: ModelSpec = field(default_factory=lambda: ModelSpec(hidden=48, layers=2, steps=120))
     student_env_kwargs: Optional[Dict] = None  # the student's demos' env kwargs (default: env_kwargs)
@@ -109,7 +111,7 @@ ENTRIES = {
     # with the longest / shortest life span among those there); demos are the gold sequences of
     # the 62 + 62 train variations, the card scores the 32 + 32 test variations
     "scienceworld": Entry(
-        "uopd/ScienceWorld-v0", {"tasks": list(SCIENCEWORLD_TASKS), "max_turns": 12}, episodes=124, noise=0.0,
+        "uopd/ScienceWorld-v0", {"tasks": list(SCIENCEWORLD_TASKS), "max_turns": 12}, episodes=124, noise=None,
         teacher=ModelSpec(hidden=128, layers=3, steps=400, batch=8, context=2048),
         student=ModelSpec(hidden=64, layers=2, steps=120, batch=8, context=2048),
         eval_env_kwargs={"split": "test", "gold_path": False}, eval_episodes=64,
@@ -222,7 +224,7 @@ def build_entry(name: str, entry: Entry, dest: Path) -> None:
     rng = random.Random(0)
     clean = expert_demos(entry, range(entry.episodes), 0.0, rng)
     pool = sorted({a for d in clean for a in d.actions})
-    noisy = expert_demos(entry, range(entry.episodes, 2 * entry.episodes), entry.noise, rng, pool)
+    noisy = [] if entry.noise is None else expert_demos(entry, range(entry.episodes, 2 * entry.episodes), entry.noise, rng, pool)
     student_demos = clean
     if entry.student_env_kwargs is not None:
         student_demos = expert_demos(entry.student_entry(), range(entry.episodes), 0.0, rng)
