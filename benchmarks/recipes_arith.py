@@ -85,6 +85,7 @@ SETTINGS = {
     ],
     "hint": [
         Row("OPSD (hint-reading student)", "opsd_hint_arith"),
+        Row("OPSD, reverse KL instead", "opsd_hint_arith", ("divergence.name=reverse_kl", "objective.weights=[]"), "opsd_hint_arith_rkl"),
         Row("OPD (vanilla), hint student", "opd_arith", HINT_STUDENT, "opd_arith_hint"),
         Row("SeqKD, hint student", "seqkd_arith", HINT_STUDENT, "seqkd_arith_hint"),
     ],
