@@ -8,6 +8,13 @@ target leaves the region where the student's format survives (The Extrapolation 
 
     UOPD_HOME=runs/bench_home python benchmarks/lambda_sweep.py --lams 1 1.25 1.5 2 3 4 --steps 30
 
+`--target` trains nothing: it decodes the extrapolated target itself, greedily, in G-OPD's merging
+setting (each problem's skill expert from `zoo:arith_skill_experts`, the student as reference),
+i.e. argmax of pool([expert, student], [λ, 1−λ]) token by token. It shows whether the target that
+ExOPD distils towards answers better than the expert (λ = 1) before any training noise:
+
+    UOPD_HOME=runs/bench_home python benchmarks/lambda_sweep.py --target --lams 1 1.5 2 3 --eval-size 300
+
 The same scan by hand is an override loop:
     for l in 1 1.5 2 3; do uopd train configs/text/exopd_arith.yaml objective.lam=$l trainer.output_dir=runs/lam_$l; done
 """
@@ -46,6 +53,51 @@ def decode(policy, records: list) -> list:
     return comps, float(r.outcome.float().mean())
 
 
+EXPERT_OF = {"add": "addsub", "sub": "addsub", "mul": "mul"}
+
+
+@torch.no_grad()
+def target_accuracy(lam: float, held: list, max_new_tokens: int = 6) -> dict:
+    """Greedy accuracy of the extrapolated target pool([expert, student], [λ, 1−λ]), per operator.
+    An operator's prompts all have one length (operands are zero-padded), so a batch needs no padding."""
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    import unified_opd as uo
+
+    student_path = resolve("zoo:arith/student", "student.path")
+    tok = PreTrainedTokenizerFast.from_pretrained(student_path)
+    ref = AutoModelForCausalLM.from_pretrained(student_path).eval()
+    out = {}
+    for op, expert_name in EXPERT_OF.items():
+        expert = AutoModelForCausalLM.from_pretrained(resolve(f"zoo:arith_skill_experts/{expert_name}", "teacher.path")).eval()
+        records = [r for r in held if r["task"] == op]
+        ids = torch.tensor(tok([r["prompt"] for r in records])["input_ids"])
+        done = torch.zeros(len(records), dtype=torch.bool)
+        answers = [[] for _ in records]
+        for _ in range(max_new_tokens):
+            target = uo.pool([uo.Categorical.from_logits(expert(ids).logits[:, -1]), uo.Categorical.from_logits(ref(ids).logits[:, -1])], [lam, 1.0 - lam])
+            nxt = target.log_probs().argmax(-1)
+            for i, t in enumerate(nxt.tolist()):
+                if not done[i]:
+                    answers[i].append(t)
+            done |= nxt == tok.eos_token_id
+            ids = torch.cat([ids, nxt[:, None]], 1)
+        texts = tok.batch_decode(answers, skip_special_tokens=True)
+        out[op] = sum(t.strip() == r["answer"] for t, r in zip(texts, records)) / len(records)
+    out["mixed"] = sum(out[op] * sum(r["task"] == op for r in held) for op in EXPERT_OF) / len(held)
+    return out
+
+
+def target_scan(args) -> None:
+    held = read_jsonl(resolve("zoo:arith/eval.jsonl", "data.eval_path"))[: args.eval_size]
+    rows = [{"lam": lam, **target_accuracy(lam, held)} for lam in args.lams]
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "target.json").write_text(json.dumps(rows, indent=1))
+    print("| λ | target greedy accuracy | + | − | × |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['lam']} | {r['mixed']:.3f} | {r['add']:.3f} | {r['sub']:.3f} | {r['mul']:.3f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--lams", type=float, nargs="+", default=[1.0, 1.25, 1.5, 2.0, 3.0, 4.0])
@@ -53,7 +105,10 @@ def main() -> None:
     p.add_argument("--eval-size", type=int, default=200)
     p.add_argument("--drop", type=float, default=0.9)
     p.add_argument("--out", default="runs/lambda_sweep")
+    p.add_argument("--target", action="store_true", help="decode the merging setting's extrapolated target per λ (no training)")
     args = p.parse_args()
+    if args.target:
+        return target_scan(args)
     held = read_jsonl(resolve("zoo:arith/eval.jsonl", "data.eval_path"))[: args.eval_size]
     rows = []
     for lam in args.lams:

@@ -41,7 +41,7 @@ class DivergenceConfig:
 class ObjectiveConfig:
     """How the per-position values become a loss."""
 
-    estimator: str = "auto"  # auto | sampled | analytic (auto: sampled for reverse KL on tokens)
+    estimator: str = "auto"  # auto | sampled | analytic | supervised (auto: sampled for reverse KL on tokens; supervised: SeqKD)
     lam: float = 1.0  # G-OPD reward scale λ; target ∝ teacher^λ · reference^(1-λ); needs a reference if != 1
     baseline: str = "none"  # none | reverse_kl (vOPD control variate, sampled estimator only)
     clip_eps: float = 0.2  # importance-ratio clip when a rollout is reused

@@ -38,6 +38,15 @@ def opd_advantage(
     return lam * (t - r) - (s - r)
 
 
+def sequence_kd_loss(student_logp: Tensor) -> Tensor:
+    """Per-token loss of sequence-level knowledge distillation (SeqKD, Kim & Rush 2016):
+    ℓ_t = −log π_θ(y_t | s_t) on the tokens of a sequence y ~ π_T sampled by the teacher, i.e.
+    supervised fine-tuning on teacher samples. Its gradient needs neither the teacher's
+    distribution nor an advantage; on the student's own samples it would only sharpen the student.
+    """
+    return -student_logp
+
+
 def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
     """Per-position return over each row's own decisions: G_t = r_t + γ·G_{next(t)}.
 

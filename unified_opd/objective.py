@@ -41,6 +41,7 @@ from .estimators import (
     outcome_pg_loss,
     policy_gradient_loss,
     reward_advantage,
+    sequence_kd_loss,
     topk_reverse_kl,
     truncated_importance_weights,
     tv_adaptive_lam,
@@ -49,7 +50,7 @@ from .rollout import Rollout
 from .topk_diagnostics import topk_diagnostics
 from .weights import WeightInputs, build_weights, combine_weights
 
-ESTIMATORS = ("auto", "sampled", "analytic")
+ESTIMATORS = ("auto", "sampled", "analytic", "supervised")
 BASELINES = ("none", "reverse_kl")
 OUTCOME_ADVANTAGES = {"grpo": grpo_advantage, "reward": reward_advantage}
 LAM_RULES = ("constant", "tv_adaptive")
@@ -60,6 +61,8 @@ class Objective:
     """Configured loss. `estimator="auto"` uses the sampled-token estimator for reverse KL on
     Categorical distributions (the cheap, standard OPD loss) and the analytic divergence otherwise
     (other divergences have no single-sample form; Gaussians have a closed form).
+    `estimator="supervised"` is SeqKD: the likelihood of the rollout's tokens, which must then be
+    the teacher's samples (a `teacher.cache` written with `rollouts: teacher`).
 
     Its knobs are `ObjectiveConfig`'s fields (names, defaults and meaning are defined there only);
     `weights` and `outcome_weights` are given built (`build_weights`), as `from_config` does.
@@ -110,7 +113,7 @@ class Objective:
         return self.lam != 1.0 or self.lam_rule != "constant"
 
     def uses_sampled(self, student: Distribution) -> bool:
-        if self.estimator == "analytic" or not isinstance(student, Categorical):
+        if self.estimator in ("analytic", "supervised") or not isinstance(student, Categorical):
             return False
         return self.estimator == "sampled" or self.divergence.name in ("reverse_kl", "kl")
 
@@ -172,6 +175,8 @@ class Objective:
     def _per_position(self, s, t, r, lam, actions, rollout: Rollout, mask: Tensor, old_logp: Optional[Tensor], metrics: Dict[str, float]):
         """The loss term at each position and the divergence it measures (detached) -> (term,
         divergence, log π_θ(a), log π_T(a)); the two log-probs are None for an analytic loss."""
+        if self.estimator == "supervised":
+            return self._supervised_term(s, t, actions)
         if not self.uses_sampled(s):
             per_position = self.divergence(s, _target(t, r, lam))
             _measure_mismatch(rollout, s, actions, mask, metrics)
@@ -179,6 +184,17 @@ class Objective:
         per_position, ls, lt = self._sampled_term(s, t, r, lam, actions, mask, old_logp, metrics)
         per_position = per_position * _engine_correction(rollout, ls if old_logp is None else old_logp, mask, metrics)
         return per_position, (ls - lt).detach(), ls, lt
+
+    def _supervised_term(self, s, t, actions: Optional[Tensor]):
+        """SeqKD: the likelihood of the rollout's own tokens (the teacher's samples, from a
+        `teacher.cache` written with `rollouts: teacher`); the teacher's log-probs only feed the
+        reported sampled KL."""
+        if actions is None:
+            raise ConfigError("objective.estimator: 'supervised' needs token actions (a Categorical student)")
+        ls = s.log_prob(actions)
+        with torch.no_grad():
+            lt = t.log_prob(actions)
+        return sequence_kd_loss(ls), (ls - lt).detach(), ls, lt
 
     def _sampled_term(self, s, t, r, lam, actions: Tensor, mask: Tensor, old_logp: Optional[Tensor], metrics: Dict[str, float]):
         """The sampled-token policy-gradient term per position -> (term, log π_θ(a), log π_T(a))."""

@@ -1,3 +1,4 @@
-"""The text domain's zoo entries: `arith` (generated arithmetic, a teacher, a student and experts)."""
+"""The text domain's zoo entries: `arith` (generated arithmetic, a teacher, a student and experts) and
+the entries fine-tuned from its student (`arith_skill_experts`, `arith_hint`)."""
 
-from . import arith  # noqa: F401  (registers the zoo entry)
+from . import arith, arith_students  # noqa: F401  (register the zoo entries)
