@@ -21,17 +21,21 @@ the forward.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Sequence, Set, Tuple
 
 import torch
-import torch.distributed.checkpoint as dcp
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict, set_state_dict
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import FSDPModule
+
+# torch.distributed.fsdp and .checkpoint are imported where they are used: together they cost
+# ~1.3 s of import, which every run without FSDP (and every CLI error) would otherwise pay
 
 from . import checkpoint as ckpt
 from .errors import ConfigError, UserError
@@ -85,6 +89,8 @@ def shard(module: nn.Module, mixed_precision: str = "no") -> nn.Module:
             f"FSDP: the student ({type(module).__name__}) holds no model with _no_split_modules naming its layers, "
             f"so it cannot be sharded per layer; launch with DDP"
         )
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
     dtype = LOW_PRECISION.get(str(mixed_precision))
     policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32 if dtype else None)
     for m in list(module.modules()):
@@ -99,6 +105,8 @@ def _init_root(module: FSDPModule) -> None:
     """Make `module` the root of its FSDP states now. torch picks as root the first state whose
     forward runs, and a rollout's first forward is a decoder layer's (the sampler calls the
     model inside the root), which would make that layer a root of its own."""
+    from torch.distributed.fsdp import fully_shard
+
     fully_shard.state(module)._lazy_init()
 
 
@@ -123,7 +131,9 @@ def prepare(
 
 
 def is_sharded(module: nn.Module) -> bool:
-    return isinstance(module, FSDPModule)
+    # nothing can be an FSDPModule before torch.distributed.fsdp is imported (by `shard` or accelerate)
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(module, fsdp.FSDPModule)
 
 
 @contextmanager
@@ -143,6 +153,8 @@ def gathered(module: nn.Module) -> Iterator[None]:
 def full_state(module: nn.Module) -> Dict[str, torch.Tensor]:
     """Every rank calls it; the main process gets the full (float32 master) state dict on CPU,
     the others an empty dict."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
@@ -196,10 +208,14 @@ class ShardedCheckpoints:
         self.acc, self.module, self.optimizer = accelerator, module, optimizer
 
     def _states(self) -> Dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
         model, optim = get_state_dict(self.module, _inner(self.optimizer))
         return {"model": model, "optimizer": optim}
 
     def save(self, root: Path, step: int, state: Dict[str, Any], teacher_state, keep: int, generators: Sequence[torch.Generator]) -> None:
+        import torch.distributed.checkpoint as dcp
+
         acc = self.acc
         tmp = ckpt.staging_dir(root, step)
         if acc.is_main_process:
@@ -218,6 +234,9 @@ class ShardedCheckpoints:
                 f"{field}: checkpoint {path} holds a replicated student (model.safetensors), not FSDP shards; "
                 f"resume it with the launch that wrote it (DDP or one process)"
             )
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
         data = ckpt.load_checkpoint(path)
         states = self._states()
         dcp.load(states, checkpoint_id=str(path / SHARDED))
