@@ -67,7 +67,7 @@ class LiveRollouts:
         return nullcontext()
 
     def close(self) -> None:
-        pass
+        """Nothing runs in the background to stop."""
 
 
 @dataclass

@@ -3,6 +3,8 @@ trained weights go into the engine, and the `sampler.sample` layout of their com
 
 from __future__ import annotations
 
+import abc
+
 from contextlib import contextmanager
 from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -17,7 +19,7 @@ def weights_state(weights: Weights) -> Mapping[str, Tensor]:
     return weights.state_dict() if isinstance(weights, nn.Module) else weights
 
 
-class SyncedEngine:
+class SyncedEngine(abc.ABC):
     """Weights synced on a schedule: before the first training rollout and every `sync_every`-th
     after it; a snapshot already loaded is not synced again. Subclasses implement `sync`, and
     `wake`/`rest` when the engine frees memory between rollouts."""
@@ -40,8 +42,9 @@ class SyncedEngine:
         finally:
             self.rest()
 
+    @abc.abstractmethod
     def sync(self, weights: Weights) -> None:
-        raise NotImplementedError
+        """Load `weights` (the live model or a snapshot) into the engine."""
 
     def wake(self) -> None:
         """Before a rollout (an engine asleep between rollouts wakes up)."""
