@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import unified_opd as uo
+from unified_opd.errors import ConfigError
 from unified_opd.estimators import sequence_kd_loss
 from unified_opd.objective import Objective
 
@@ -41,3 +42,14 @@ def test_supervised_objective_is_the_masked_mean_nll_and_ignores_the_teacher_in_
 def test_supervised_estimator_is_a_known_option():
     with pytest.raises(uo.ConfigError, match="objective.estimator"):
         Objective(uo.divergence("reverse_kl"), estimator="seqkd")
+
+
+@pytest.mark.parametrize("teacher", ["teacher.kind=model", "teacher.cache.rollouts=student"])
+def test_supervised_estimator_on_the_students_own_samples_is_refused_at_start(teacher):
+    from unified_opd.config import load_config
+    from unified_opd.domain import schema_for
+    from unified_opd.domains.text.config import check
+
+    cfg = load_config("configs/text/seqkd_arith.yaml", [teacher], schema_for)
+    with pytest.raises(ConfigError, match="objective.estimator: 'supervised'"):
+        check(cfg)

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 from omegaconf import MISSING
 
 from unified_opd.config import RunConfig
+from unified_opd.errors import ConfigError
 from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.data import VERIFIERS
 from unified_opd.math_answers import check_available as check_math_available
@@ -121,3 +122,20 @@ def check(cfg) -> None:
     check_teacher(cfg.teacher, TextTeacherSource)
     check_eval_data(cfg.data)
     check_cross_tokenizer(cfg.teacher)
+    check_supervised_rollouts(cfg)
+
+
+def check_supervised_rollouts(cfg) -> None:
+    """SeqKD (`objective.estimator: supervised`) maximises the likelihood of the rollout's tokens:
+    on the student's own samples that only sharpens the student, so the rollouts must be the
+    teacher's cached samples."""
+    if cfg.objective.estimator != "supervised":
+        return
+    t = cfg.teacher
+    if t.kind != "cache" or t.cache.rollouts != "teacher":
+        raise ConfigError(
+            f"objective.estimator: 'supervised' (SeqKD) trains on the teacher's own samples; expected teacher.kind: cache "
+            f"with teacher.cache.rollouts: teacher, got teacher.kind {t.kind!r}"
+            + (f", teacher.cache.rollouts {t.cache.rollouts!r}" if t.kind == "cache" else "")
+        )
+
