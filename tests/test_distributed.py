@@ -100,3 +100,16 @@ def test_launch_as_the_readme_says_is_one_job(tiny_text, tmp_path):
     for a, b in zip(train["one"], train["two"]):
         for key in ("loss", "kl", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)
+
+
+def test_each_rank_gets_its_own_random_stream_from_the_run_seed():
+    from unified_opd.checkpoint import seed_rank
+
+    g = torch.Generator().manual_seed(10)
+    seed_rank(3, 1, [g])
+    drawn = torch.rand(4)
+    torch.manual_seed(4)  # seed + rank
+    assert torch.equal(drawn, torch.rand(4))
+    assert g.initial_seed() == 11
+    seed_rank(3, 0)
+    assert not torch.equal(torch.rand(4), drawn)

@@ -102,7 +102,7 @@ def one_rank(tmp_path):
     """A one-process gloo group (FSDP over a single rank), torn down afterwards so no other test sees it."""
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
-        yield SimpleNamespace(is_main_process=True, process_index=0, wait_for_everyone=dist.barrier)
+        yield SimpleNamespace(is_main_process=True, process_index=0, num_processes=1, wait_for_everyone=dist.barrier)
     finally:
         dist.destroy_process_group()
 
@@ -174,18 +174,27 @@ def test_the_shipped_fsdp2_config_trains_resumes_bit_exactly_and_matches_ddp(tin
     fsdp_launch = ("--config_file", str(CONFIGS / "fsdp2.yaml"))
     ddp_launch = ("--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no")
     config = "configs/text/opd_arith.yaml"
-    whole, resumed, ddp = tmp_path / "whole", tmp_path / "resumed", tmp_path / "ddp"
-    for out, launcher, steps in ((whole, fsdp_launch, 6), (resumed, fsdp_launch, 3), (resumed, fsdp_launch, 6), (ddp, ddp_launch, 6)):
+    whole, resumed, ddp, ddp_resumed = tmp_path / "whole", tmp_path / "resumed", tmp_path / "ddp", tmp_path / "ddp_resumed"
+    runs = ((whole, fsdp_launch, 6), (resumed, fsdp_launch, 3), (resumed, fsdp_launch, 6), (ddp, ddp_launch, 6),
+            (ddp_resumed, ddp_launch, 3), (ddp_resumed, ddp_launch, 6))
+    for out, launcher, steps in runs:
         r = _launch(config, out, tiny_text, *launcher, **{"trainer.max_steps": steps})
         assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.count('"steps"') == 1, r.stdout[-2000:]  # the summary once per launch, not once per rank
     assert (resumed / "checkpoints" / "step_00000006" / fsdp.SHARDED).is_dir()
     assert (ddp / "checkpoints" / "step_00000006" / "model.safetensors").is_file()
-    a, b, c = _losses(whole), _losses(resumed), _losses(ddp)
-    assert sorted(a) == sorted(b) == list(range(1, 7))
+    a, b, c, d = _losses(whole), _losses(resumed), _losses(ddp), _losses(ddp_resumed)
+    assert sorted(a) == sorted(b) == sorted(d) == list(range(1, 7))
     for step in range(1, 7):
         for key in ("loss", "kl", "grad_norm"):
             assert b[step][key] == a[step][key], (step, key)  # resumed at 3: bit-exact
+            assert d[step][key] == c[step][key], (step, key)  # DDP resumed at 3: bit-exact too
             assert c[step][key] == pytest.approx(a[step][key], rel=1e-4, abs=1e-6), (step, key)
+    # the ranks' generators have drifted apart by step 3 (different prompts stop sampling at different
+    # lengths): restoring the main process's state on every rank could not have resumed bit-exactly
+    step3 = ddp_resumed / "checkpoints" / "step_00000003"
+    rank_states = [load_file(str(step3 / f"rng_rank{i}.safetensors"))["torch"] for i in (0, 1)]
+    assert not torch.equal(*rank_states)
     final = {name: load_file(str(d / "final" / "model.safetensors")) for name, d in (("whole", whole), ("resumed", resumed), ("ddp", ddp))}
     assert all(torch.equal(final["whole"][k], final["resumed"][k]) for k in final["whole"])
     assert all(torch.allclose(final["whole"][k], final["ddp"][k], atol=1e-4) for k in final["whole"])

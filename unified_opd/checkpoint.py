@@ -3,7 +3,7 @@
 A checkpoint is a directory `step_00000100/` holding `model.safetensors`, `optimizer.safetensors`
 + `optimizer.json`, `teacher.safetensors` (only for stateful teachers), `rng.safetensors`, and
 `state.json` (scheduler, RNG, data position, trainer counters); a sharded (FSDP) student's weights
-and optimizer state are `sharded/` instead, with each rank's RNG in `rng_rank<i>.*`. It is written into a temporary
+and optimizer state are `sharded/` instead; with several processes (DDP, FSDP) each rank's RNG is in `rng_rank<i>.*`. It is written into a temporary
 sibling directory, every file fsynced, then renamed into place, and only counts once its
 `COMPLETE` marker exists, so a crash mid-save leaves the previous checkpoint usable. Checkpoints
 are deleted (pruned, or replaced by a re-save of the same step) by first renaming them out of the
@@ -19,10 +19,11 @@ import random
 import shutil
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
@@ -113,6 +114,15 @@ def restore_rng(tensors: Dict[str, torch.Tensor], meta: Dict[str, Any], generato
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
 
 
+def seed_rank(seed: int, rank: int, generators: Sequence[torch.Generator] = ()) -> None:
+    """Give process `rank` of a multi-process run its own random stream, `seed + rank`, once every
+    rank has built the same models from `seed`: with one stream everywhere, row i of every rank's
+    batch would be sampled from the same uniforms (the same noise, in diffusion)."""
+    set_seed(seed + rank)
+    for g in generators:
+        g.manual_seed(g.initial_seed() + rank)
+
+
 @contextmanager
 def rng_preserved(generators: Sequence[torch.Generator] = ()):
     """Every generator is back where it was afterwards: what runs inside (an evaluation) draws
@@ -125,6 +135,13 @@ def rng_preserved(generators: Sequence[torch.Generator] = ()):
 
 
 # ------------------------------------------------------------------ save / load
+def _write_student(tmp: Path, model_state: Dict[str, torch.Tensor], optimizer_state: Dict[str, Any]) -> None:
+    _save_tensors(tmp / "model.safetensors", model_state)
+    opt_tensors, opt_meta = flatten_optimizer(optimizer_state)
+    _save_tensors(tmp / "optimizer.safetensors", opt_tensors)
+    _write_json(tmp / "optimizer.json", opt_meta)
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -138,10 +155,7 @@ def save_checkpoint(
     """Write checkpoint `step` atomically under `root`, then prune to the newest `keep`."""
     tmp = staging_dir(root, step)
     open_staging(root, tmp)
-    _save_tensors(tmp / "model.safetensors", model_state)
-    opt_tensors, opt_meta = flatten_optimizer(optimizer_state)
-    _save_tensors(tmp / "optimizer.safetensors", opt_tensors)
-    _write_json(tmp / "optimizer.json", opt_meta)
+    _write_student(tmp, model_state, optimizer_state)
     return commit_checkpoint(root, tmp, step, state, teacher_state, keep, generators)
 
 
@@ -180,6 +194,37 @@ def commit_checkpoint(
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         _discard(old)
     return final
+
+
+def save_from_every_rank(
+    acc, root: Path, step: int, write_main: Callable[[Path], None], write_every_rank: Callable[[Path], None],
+    state: Dict[str, Any], teacher_state: Optional[Dict[str, torch.Tensor]], keep: int, generators: Sequence[torch.Generator],
+) -> None:
+    """One checkpoint written by all processes of a run: the main process opens the staging
+    directory and writes `write_main(tmp)`; every process writes `write_every_rank(tmp)` and, when
+    there are several, its own RNG state (the ranks sample different prompts, so their generators drift apart: one
+    rank's state restored everywhere would make a resumed run draw other tokens); the main process
+    commits once every rank is done."""
+    tmp = staging_dir(root, step)
+    if acc.is_main_process:
+        open_staging(root, tmp)
+        write_main(tmp)
+    acc.wait_for_everyone()
+    write_every_rank(tmp)
+    if acc.num_processes > 1:
+        save_rng(tmp, generators, rank=acc.process_index)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        commit_checkpoint(root, tmp, step, state, teacher_state, keep, generators)
+    acc.wait_for_everyone()
+
+
+def use_rank_rng(data: Dict[str, Any], path: Path, rank: int) -> Dict[str, Any]:
+    """`data` (a loaded checkpoint) with `rank`'s own RNG state, where the checkpoint has one."""
+    rank_rng = rng_files(path, rank)
+    if rank_rng is not None:
+        data["rng_tensors"], data["state"]["rng"] = rank_rng
+    return data
 
 
 def save_rng(tmp: Path, generators: Sequence[torch.Generator], rank: int) -> None:
@@ -268,18 +313,20 @@ def load_into(path: Path, model: torch.nn.Module, optimizer, field: str) -> Dict
 
 class ReplicatedCheckpoints:
     """Checkpoints of a student every rank holds whole (one process, DDP): the main process
-    writes them (`save_checkpoint`), every rank reads them."""
+    writes the weights and optimizer state, each DDP rank its own RNG state; every rank reads them."""
 
     def __init__(self, accelerator, module: torch.nn.Module, optimizer):
         self.acc, self.module, self.optimizer = accelerator, module, optimizer
 
     def save(self, root: Path, step: int, state: Dict[str, Any], teacher_state, keep: int, generators: Sequence[torch.Generator]) -> None:
-        if self.acc.is_main_process:
-            model = checkpoint_state(self.acc.unwrap_model(self.module))
-            save_checkpoint(root, step, model, self.optimizer.state_dict(), state, teacher_state, keep, generators)
+        def write_main(tmp: Path) -> None:
+            _write_student(tmp, checkpoint_state(self.acc.unwrap_model(self.module)), self.optimizer.state_dict())
+
+        save_from_every_rank(self.acc, root, step, write_main, lambda tmp: None, state, teacher_state, keep, generators)
 
     def load(self, path: Path, field: str) -> Dict[str, Any]:
-        return load_into(path, self.acc.unwrap_model(self.module), self.optimizer, field)
+        data = load_into(path, self.acc.unwrap_model(self.module), self.optimizer, field)
+        return use_rank_rng(data, path, self.acc.process_index)
 
 
 class atomic_directory:

@@ -69,7 +69,10 @@ def _train(args) -> int:
 
     overrides = list(args.overrides) + (["trainer.profile=true"] if args.profile else [])
     cfg = load_config(args.config, overrides, schema_for)
-    summary = Trainer(cfg).train()
+    trainer = Trainer(cfg)
+    summary = trainer.train()
+    if not trainer.accelerator.is_main_process:  # one summary per launch, not one per rank
+        return 0
     if cfg.trainer.profile:
         _print_profile(summary)
     print(json.dumps({k: summary[k] for k in ("steps", "before", "after", "time_per_step") if k in summary}))

@@ -23,7 +23,6 @@ import math
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 # A log-probability below this is zero probability in float32; flooring there keeps

@@ -11,3 +11,9 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A configuration key is unknown, missing, or has the wrong type or value."""
+
+
+def require_one_of(field: str, value, choices, error: type = ConfigError) -> None:
+    """Raise `error` naming `field` unless `value` is one of `choices`."""
+    if value not in choices:
+        raise error(f"{field}: expected one of {', '.join(str(c) for c in choices)}, got {value!r}")

@@ -216,17 +216,10 @@ class ShardedCheckpoints:
     def save(self, root: Path, step: int, state: Dict[str, Any], teacher_state, keep: int, generators: Sequence[torch.Generator]) -> None:
         import torch.distributed.checkpoint as dcp
 
-        acc = self.acc
-        tmp = ckpt.staging_dir(root, step)
-        if acc.is_main_process:
-            ckpt.open_staging(root, tmp)
-        acc.wait_for_everyone()
-        dcp.save(self._states(), checkpoint_id=str(tmp / SHARDED))
-        ckpt.save_rng(tmp, generators, rank=acc.process_index)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            ckpt.commit_checkpoint(root, tmp, step, state, teacher_state, keep, generators)
-        acc.wait_for_everyone()
+        ckpt.save_from_every_rank(
+            self.acc, root, step, lambda tmp: None, lambda tmp: dcp.save(self._states(), checkpoint_id=str(tmp / SHARDED)),
+            state, teacher_state, keep, generators,
+        )
 
     def load(self, path: Path, field: str) -> Dict[str, Any]:
         if not (path / SHARDED).is_dir():
@@ -241,10 +234,7 @@ class ShardedCheckpoints:
         states = self._states()
         dcp.load(states, checkpoint_id=str(path / SHARDED))
         set_state_dict(self.module, _inner(self.optimizer), model_state_dict=states["model"], optim_state_dict=states["optimizer"])
-        rank_rng = ckpt.rng_files(path, self.acc.process_index)
-        if rank_rng is not None:
-            data["rng_tensors"], data["state"]["rng"] = rank_rng
-        return data
+        return ckpt.use_rank_rng(data, path, self.acc.process_index)
 
 
 def _inner(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:

@@ -33,7 +33,7 @@ from torch import Tensor
 from .config import ObjectiveConfig
 from .distributions import Categorical, Distribution, aligned_log_probs, pool
 from .divergences import Divergence, divergence as make_divergence, divergence_from_config
-from .errors import ConfigError, UserError
+from .errors import ConfigError, UserError, require_one_of
 from .estimators import (
     discounted_returns,
     grpo_advantage,
@@ -88,20 +88,14 @@ class Objective:
         return cls(divergence_from_config(OmegaConf.to_container(cfg.divergence)), **options)
 
     def _check(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise ConfigError(f"objective.estimator: expected one of {ESTIMATORS}, got {self.estimator!r}")
-        if self.baseline not in BASELINES:
-            raise ConfigError(f"objective.baseline: expected one of {BASELINES}, got {self.baseline!r}")
+        require_one_of("objective.estimator", self.estimator, ESTIMATORS)
+        require_one_of("objective.baseline", self.baseline, BASELINES)
         if self.baseline_top_k < 0:
             raise ConfigError(f"objective.baseline_top_k: expected 0 (full vocabulary) or a positive k, got {self.baseline_top_k}")
         if not 0.0 <= self.discount <= 1.0:
             raise ConfigError(f"objective.discount: expected a number in [0, 1], got {self.discount}")
-        if self.lam_rule not in LAM_RULES:
-            raise ConfigError(f"objective.lam_rule: expected one of {LAM_RULES}, got {self.lam_rule!r}")
-        if self.outcome_advantage not in ("none", *OUTCOME_ADVANTAGES):
-            raise ConfigError(
-                f"objective.outcome_advantage: expected one of {('none', *OUTCOME_ADVANTAGES)}, got {self.outcome_advantage!r}"
-            )
+        require_one_of("objective.lam_rule", self.lam_rule, LAM_RULES)
+        require_one_of("objective.outcome_advantage", self.outcome_advantage, ("none", *OUTCOME_ADVANTAGES))
         if self.estimator == "sampled" and self.divergence.name not in ("reverse_kl", "kl"):
             raise ConfigError(
                 f"objective.estimator: 'sampled' estimates reverse KL only, but divergence.name is "

@@ -67,6 +67,8 @@ class Trainer:
             raise ConfigError(f"{what} needs a reference model (teacher.reference)")
         self.policy, self.teacher = self.components.policy, self.components.teacher
         self.optimizer, self.scheduler = self._optimizer(t)
+        if acc.num_processes > 1:
+            ckpt.seed_rank(t.seed, acc.process_index, self.components.generators)
         self.data = DataStream(self.components.train_records, cfg.rollout.batch_size, t.seed, acc.process_index, acc.num_processes)
         self.ranks = RankAgreement(acc)
         self.log = MetricsLog(self.run_dir.out, acc, cfg)

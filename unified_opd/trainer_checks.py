@@ -12,7 +12,7 @@ from . import fsdp
 from .accelerator import check_trackers
 from .callbacks import build_callbacks
 from .domain import checked_domain
-from .errors import ConfigError, UserError
+from .errors import ConfigError, UserError, require_one_of
 from .lr_schedule import lr_lambda
 from .objective import Objective
 from .teacher_config import check_replaced_keys
@@ -45,8 +45,7 @@ def check_trainer(t: DictConfig) -> None:
             raise ConfigError(f"trainer.{key}: expected {expected}, got {t[key]}")
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"trainer.betas: expected two numbers in [0, 1), got {list(t.betas)}")
-    if t.mixed_precision not in MIXED_PRECISION:
-        raise ConfigError(f"trainer.mixed_precision: expected one of {', '.join(MIXED_PRECISION)}, got {t.mixed_precision!r}")
+    require_one_of("trainer.mixed_precision", t.mixed_precision, MIXED_PRECISION)
     check_trackers(t.report_to)
     if t.push_to_hub:
         check_can_push(t.hub_model_id)

@@ -10,7 +10,7 @@ from omegaconf import MISSING
 
 from unified_opd.config import DivergenceConfig, RunConfig
 from unified_opd.domains.lm import EngineConfig, check_chat_template, check_engine, check_positive, check_sampling, uses_sampled_estimator
-from unified_opd.errors import ConfigError
+from unified_opd.errors import ConfigError, require_one_of
 from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_kinds import check_teacher
@@ -98,8 +98,7 @@ def check(cfg) -> None:
     check_engine(r, uses_sampled_estimator(cfg))
     if r.is_correction != "none":
         raise ConfigError("rollout.is_correction: the agent domain does not carry the engine's log-probs into transcripts yet; use none")
-    if r.outcome not in OUTCOMES:
-        raise ConfigError(f"rollout.outcome: expected one of {OUTCOMES}, got {r.outcome!r}")
+    require_one_of("rollout.outcome", r.outcome, OUTCOMES)
     check_positive(env, "env", ("train_seeds",))
     check_positive(e, "eval", ("episodes", "batch_size"))
     if env.eval_seed_start < env.train_seed_start + env.train_seeds and env.train_seed_start < env.eval_seed_start + e.episodes:

@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 from omegaconf import MISSING
 
 from unified_opd.config import RunConfig
-from unified_opd.errors import ConfigError
+from unified_opd.errors import ConfigError, require_one_of
 from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_config import check_replaced_keys
@@ -151,7 +151,6 @@ def check(cfg) -> None:
             raise ConfigError(f"{key}: expected a positive integer or 0 (the pipeline's default), got {value}")
     if cfg.data.prompts and cfg.data.path:
         raise ConfigError("data.prompts: give the prompts either inline (data.prompts) or in a file (data.path), not both")
-    if cfg.eval.sampler not in EVAL_SAMPLERS:
-        raise ConfigError(f"eval.sampler: expected one of {EVAL_SAMPLERS}, got {cfg.eval.sampler!r}")
+    require_one_of("eval.sampler", cfg.eval.sampler, EVAL_SAMPLERS)
     if not str(cfg.student.path).startswith("zoo:"):
         check_text_inputs(cfg, is_pipeline(str(cfg.student.path)))

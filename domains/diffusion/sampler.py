@@ -8,7 +8,7 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import Tensor
 
-from unified_opd.errors import ConfigError
+from unified_opd.errors import ConfigError, require_one_of
 
 from .sde import MODES, sde_g, transition_mean, transition_std
 
@@ -23,8 +23,7 @@ class SamplerSpec:
     ode_std: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"rollout.mode: expected one of {MODES}, got {self.mode!r}")
+        require_one_of("rollout.mode", self.mode, MODES)
         if self.num_steps < 1:
             raise ConfigError(f"rollout.num_steps: expected a positive integer, got {self.num_steps}")
         if self.mode == "sde" and self.noise_level <= 0:

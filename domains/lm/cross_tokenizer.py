@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from unified_opd.distributions import Categorical
-from unified_opd.errors import ConfigError
+from unified_opd.errors import ConfigError, require_one_of
 from unified_opd.interfaces import Teacher
 from unified_opd.rollout import Rollout
 
@@ -44,8 +44,7 @@ MODES = ("same", "align", "uld")
 def check_cross_tokenizer(t) -> None:
     """`teacher.tokenizer`: one of MODES; align and uld score one teacher model (kind model) on
     the student's own view."""
-    if t.tokenizer not in MODES:
-        raise ConfigError(f"teacher.tokenizer: expected one of {', '.join(MODES)}, got {t.tokenizer!r}")
+    require_one_of("teacher.tokenizer", t.tokenizer, MODES)
     if t.tokenizer != "same" and (t.kind != "model" or t.view != "same"):
         raise ConfigError(f"teacher.tokenizer: {t.tokenizer} needs teacher.kind: model and teacher.view: same, got {t.kind} and {t.view}")
 

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, Tuple
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from unified_opd.errors import UserError
+from unified_opd.errors import UserError, require_one_of
 from unified_opd.hub import check_hub_model, looks_like_hub_id
 from unified_opd.lora import adapter_base, adapter_dir, apply_lora, load_adapter
 from unified_opd.zoo import resolve
@@ -27,8 +27,7 @@ def model_dir(path: str, dtype: str, field: str, revision: Optional[str] = None)
         local = resolve(path, f"{field}.path")
         if not Path(local).is_dir():
             raise UserError(f"{field}.path: expected a model directory, got {path}")
-    if dtype not in DTYPES:
-        raise UserError(f"{field}.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    require_one_of(f"{field}.dtype", dtype, DTYPES, error=UserError)
     return local
 
 

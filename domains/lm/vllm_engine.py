@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from unified_opd.errors import ConfigError
+from unified_opd.errors import ConfigError, require_one_of
 
 from .engine_sync import SyncedEngine, Weights, pack_completions, weights_state
 from .loading import max_context, model_dir
@@ -75,10 +74,8 @@ class EngineConfig:
 def check_engine(rollout, sampled_estimator: bool) -> None:
     """`rollout.engine` and its settings; `vllm` installed. `sampled_estimator`: whether the loss
     is the sampled-token one, the only one with a sampled token to reweight."""
-    if rollout.engine not in ENGINES:
-        raise ConfigError(f"rollout.engine: expected one of {ENGINES}, got {rollout.engine!r}")
-    if rollout.is_correction not in IS_CORRECTIONS:
-        raise ConfigError(f"rollout.is_correction: expected one of {IS_CORRECTIONS}, got {rollout.is_correction!r}")
+    require_one_of("rollout.engine", rollout.engine, ENGINES)
+    require_one_of("rollout.is_correction", rollout.is_correction, IS_CORRECTIONS)
     if rollout.sync_every < 1:
         raise ConfigError(f"rollout.sync_every: expected a positive integer, got {rollout.sync_every}")
     if rollout.is_cap < 1.0:
@@ -86,8 +83,7 @@ def check_engine(rollout, sampled_estimator: bool) -> None:
     v = rollout.vllm
     if not 0.0 < v.gpu_memory_utilization <= 1.0:
         raise ConfigError(f"rollout.vllm.gpu_memory_utilization: expected a share in (0, 1], got {v.gpu_memory_utilization}")
-    if v.sleep_level not in SLEEP_LEVELS:
-        raise ConfigError(f"rollout.vllm.sleep_level: expected one of {SLEEP_LEVELS}, got {v.sleep_level}")
+    require_one_of("rollout.vllm.sleep_level", v.sleep_level, SLEEP_LEVELS)
     if v.sleep_level == 2 and rollout.sync_every != 1:
         raise ConfigError(
             f"rollout.vllm.sleep_level: 2 discards the engine's weights between steps, so they are synced every step; "

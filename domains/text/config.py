@@ -4,7 +4,7 @@ its value checks (run before any model loads or zoo entry builds)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from omegaconf import MISSING
 

@@ -11,7 +11,7 @@ from omegaconf import MISSING
 from unified_opd.config import RunConfig
 from unified_opd.data import VERIFIERS
 from unified_opd.domains.lm import check_sampling
-from unified_opd.errors import ConfigError
+from unified_opd.errors import ConfigError, require_one_of
 from unified_opd.lora import LoraConfig, check_lora
 from unified_opd.teacher_config import TeacherConfig as CoreTeacherConfig
 from unified_opd.teacher_config import check_replaced_keys
@@ -102,8 +102,7 @@ class VisionRunConfig(RunConfig):
 
 def _check_teacher(t) -> None:
     check_replaced_keys(t, "teacher", REPLACED_TEACHER_KEYS)
-    if t.view not in VIEWS:
-        raise ConfigError(f"teacher.view: expected one of {VIEWS}, got {t.view!r}")
+    require_one_of("teacher.view", t.view, VIEWS)
     if t.kind == "self" and t.view == "full":
         raise ConfigError("teacher.path: view=full needs a separate teacher model (the student on its own view is itself)")
     if t.kind == "self" and t.path is not None:
@@ -117,7 +116,6 @@ def check(cfg) -> None:
     check_lora(cfg.student)
     check_sampling(cfg.rollout)
     _check_teacher(cfg.teacher)
-    if cfg.data.on_error not in ON_ERROR:
-        raise ConfigError(f"data.on_error: expected one of {ON_ERROR}, got {cfg.data.on_error!r}")
+    require_one_of("data.on_error", cfg.data.on_error, ON_ERROR)
     Cropper(cfg.teacher, cfg.data)  # crop_fn, crop_margin, crop_upscale
     check_eval_data(cfg.data)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from PIL import Image, UnidentifiedImageError
 
 from unified_opd.data import read_jsonl
-from unified_opd.errors import ConfigError, UserError
+from unified_opd.errors import UserError, require_one_of
 from unified_opd.zoo import console
 
 from .crops import BoxError
@@ -98,8 +98,7 @@ def load_records(
     path: str, data_cfg, cropper: Optional[Callable], field: str = "data.path"
 ) -> Tuple[List[Dict[str, Any]], int]:
     """Read and validate a JSONL file of image records; returns (usable records, number skipped)."""
-    if data_cfg.on_error not in ON_ERROR:
-        raise ConfigError(f"data.on_error: expected one of {ON_ERROR}, got {data_cfg.on_error!r}")
+    require_one_of("data.on_error", data_cfg.on_error, ON_ERROR)
     raw = read_jsonl(path, (), field)
     base = Path(path).resolve().parent
     records, skipped, first = [], 0, None
