@@ -12,6 +12,8 @@ teacher's accuracy, since a gain depends on the teacher's strength. Cases (`--ca
 one seed interleaved in one process:
 
 * same -- the character-level teacher `--same-teacher` (default zoo:arith/teacher);
+* same-reseeded -- a character-level teacher of the zoo recipe from another seed
+  (`--reseeded-teacher-seed`): another teacher, the same tokenizer;
 * align-pair -- the pair teacher, `teacher.tokenizer: align` (GOLD-style spans, sampled-token
   reverse KL);
 * uld-pair -- the pair teacher, `teacher.tokenizer: uld` with `divergence.name: tv` (the ULD loss);
@@ -44,30 +46,48 @@ CASES = {  # name -> (label, teacher it needs, overrides given that teacher's pa
     "same": ("same tokenizer", "same", lambda path: [f"teacher.path={path}"]),
     "align-pair": ("align (pair teacher)", "pair", lambda path: [f"teacher.path={path}", "teacher.tokenizer=align"]),
     "uld-pair": ("uld (pair teacher)", "pair", lambda path: [f"teacher.path={path}", *ULD]),
+    "same-reseeded": ("same tokenizer (reseeded teacher)", "reseeded", lambda path: [f"teacher.path={path}"]),
     "align-remapped": ("align (remapped teacher)", "remapped", lambda path: [f"teacher.path={path}", "teacher.tokenizer=align"]),
     "uld-remapped": ("uld (remapped teacher)", "remapped", lambda path: [f"teacher.path={path}", *ULD]),
 }
 
 
-def pair_teacher(args) -> Path:
-    """The pair-tokenizer teacher, trained once with the zoo teacher's recipe and cached."""
+def recipe_teacher(args, tok, name: str, seed: int) -> Path:
+    """A teacher trained once with the zoo teacher's recipe (`arith.TEACHER`, sized by
+    `--teacher-*`) over `tok` from `seed`, cached under `--out-runs` as `name`_teacher_...; with the
+    character-level tokenizer and seed 1 it is the zoo teacher's training."""
     from dataclasses import replace
 
     from unified_opd.domains.text.zoo import arith
     from unified_opd.zoo import resolve
 
     spec = replace(arith.TEACHER, hidden=args.teacher_hidden, layers=args.teacher_layers, heads=args.teacher_heads, steps=args.teacher_steps)
-    out = Path(args.out_runs) / f"{args.teacher_tokenizer}_teacher_{spec.hidden}x{spec.layers}_{spec.steps}"
+    out = Path(args.out_runs) / f"{name}_teacher_{spec.hidden}x{spec.layers}_{spec.steps}"
     if (out / "config.json").is_file():
         return out
-    tok = arith.build_pair_tokenizer(args.teacher_tokenizer)
     train = load_jsonl(resolve("zoo:arith/train.jsonl", "data.path"))
-    torch.manual_seed(1)  # the zoo teacher's seed
+    torch.manual_seed(seed)
     model = spec.build(tok)
-    arith.train_supervised(model, tok, train, spec, seed=1, label=f"{args.teacher_tokenizer} teacher")
+    arith.train_supervised(model, tok, train, spec, seed=seed, label=f"{name} teacher")
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def pair_teacher(args) -> Path:
+    """The pair-tokenizer teacher: the zoo teacher's recipe and seed (1), `--teacher-tokenizer`'s pairs."""
+    from unified_opd.domains.text.zoo import arith
+
+    return recipe_teacher(args, arith.build_pair_tokenizer(args.teacher_tokenizer), args.teacher_tokenizer, seed=1)
+
+
+def reseeded_teacher(args) -> Path:
+    """A character-level teacher of the zoo recipe from `--reseeded-teacher-seed`: another
+    teacher than the zoo one (trained from seed 1) with the same tokenizer, the control that
+    tells a weaker transfer from another tokenizer from one from another teacher."""
+    from unified_opd.domains.text.zoo import arith
+
+    return recipe_teacher(args, arith.build_tokenizer(), f"char_seed{args.reseeded_teacher_seed}", seed=args.reseeded_teacher_seed)
 
 
 def remapped_teacher(args) -> Path:
@@ -172,6 +192,8 @@ def report(rows, args, teachers: dict, teacher_acc: dict, cut: float, command: s
         )
     if "remapped" in teachers:
         teacher_lines.append(f"The remapped teacher: `{teachers['remapped']}`.")
+    if "reseeded" in teachers:
+        teacher_lines.append(f"The reseeded teacher (character-level, the zoo recipe from seed {args.reseeded_teacher_seed}): `{teachers['reseeded']}`.")
     md = [
         "# Cross-tokenizer distillation on arith",
         "",
@@ -212,6 +234,7 @@ def main(argv=None):
     p.add_argument("--teacher-hidden", type=int, default=arith.TEACHER.hidden)
     p.add_argument("--teacher-layers", type=int, default=arith.TEACHER.layers)
     p.add_argument("--teacher-heads", type=int, default=arith.TEACHER.heads)
+    p.add_argument("--reseeded-teacher-seed", type=int, default=5, help="same-reseeded's teacher (the zoo teacher's is 1)")
     p.add_argument("--out-runs", default="runs/bench_cross_tokenizer")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -223,6 +246,8 @@ def main(argv=None):
         teachers["pair"] = str(pair_teacher(args))
     if "remapped" in needed:
         teachers["remapped"] = str(remapped_teacher(args))
+    if "reseeded" in needed:
+        teachers["reseeded"] = str(reseeded_teacher(args))
     held = load_jsonl(resolve("zoo:arith/eval.jsonl", "data.eval_path"))[: args.eval_size]
     acc = {k: teacher_accuracy(path, held) for k, path in teachers.items()}
     cut = cut_otherwise(teachers["pair"], held) if "pair" in teachers else 0.0

@@ -90,7 +90,7 @@ def _completion_log_prob(trainer, r, b) -> float:
     ids, attn = v["input_ids"][b], v["attention_mask"][b].bool()
     completion = ids[P:][attn[P:]].tolist()
     eos = completion and completion[-1] == st.eos_token_id
-    text = st.decode(completion, skip_special_tokens=True)
+    text = st.decode(completion[:-1] if eos else completion, skip_special_tokens=False)
     prompt = t.tok(st.decode(ids[:P][attn[:P]].tolist(), skip_special_tokens=True))["input_ids"]
     body = t.tok(text, add_special_tokens=False)["input_ids"] + ([t.tok.eos_token_id] if eos else [])
     seq = torch.tensor([prompt + body])
@@ -116,11 +116,10 @@ def test_with_the_students_own_tokenizer_both_modes_are_the_plain_teacher(tiny_t
     plain = Trainer(load_config(None, text_overrides(tiny_text, tmp_path / "p"), schema_for))
     r = plain.policy.rollout(plain.data.next())
     want = plain.teacher.distribution(r).log_probs()
-    # rows whose completion holds a special token before its end are left out: such a token has
-    # no characters, the re-tokenised text does not have it, and it shares the next token's span
+    m = r.mask
+    # special tokens inside completions (an untrained student samples them) are scored too
     special = torch.tensor(plain.policy.tokenizer.all_special_ids)
-    inner = torch.isin(r.actions, special) & r.mask & (r.actions != plain.policy.tokenizer.eos_token_id)
-    m = r.mask & ~inner.any(-1, keepdim=True)
+    assert (torch.isin(r.actions, special) & m & (r.actions != plain.policy.tokenizer.eos_token_id)).any()
     assert m.any()
     align = _trainer(tiny_text, tmp_path / "a", tiny_text / "teacher", "align").teacher.distribution(r)
     assert torch.allclose(align.log_prob(r.actions)[m], want.gather(-1, r.actions.unsqueeze(-1)).squeeze(-1)[m], atol=1e-4)

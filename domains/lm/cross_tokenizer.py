@@ -2,10 +2,14 @@
 
 The student's prompt and completion are decoded to text and re-tokenised with the teacher's
 tokenizer (prompt and completion separately, so their boundary stays a token boundary; the
-student's EOS maps to the teacher's). Both token sequences are placed on the completion's
-characters (`char_ends`): the student's by decoding its own tokens one more at a time (its
-sampled tokens, which need not be how its tokenizer would cut the text), the teacher's by its
-offsets. Where both have a token boundary at the same character, a span ends (`aligned_spans`).
+student's EOS maps to the teacher's). A special token inside the completion is kept as its text
+("<unk>"), so the teacher reads it as its own special token of that name or as plain text, and
+scores it: skipped, it would take no characters, the teacher's span probability would not
+cover it, and align would reward the student for its surprisal. Both token sequences are placed
+on the completion's characters (`char_ends`): the student's by decoding its own tokens one more
+at a time (its sampled tokens, which need not be how its tokenizer would cut the text), the
+teacher's by its offsets. Where both have a token boundary at the same character, a span ends
+(`aligned_spans`).
 
 align (GOLD-style, Patiño et al. 2025, TRL's GOLD trainer): the teacher's log-probability of a
     span is the sum over its own tokens in the span; it is shared out over the student's tokens
@@ -50,11 +54,11 @@ def check_cross_tokenizer(t) -> None:
 
 
 def char_ends(tok, ids: Sequence[int]) -> List[int]:
-    """The character where each token of `ids` ends in `tok.decode(ids)` (special tokens
-    skipped: they take no characters), by decoding one more token at a time."""
+    """The character where each token of `ids` ends in `tok.decode(ids)` (special tokens kept
+    as their text), by decoding one more token at a time."""
     ends, ids = [], list(ids)
     for i in range(len(ids)):
-        ends.append(len(tok.decode(ids[: i + 1], skip_special_tokens=True)))
+        ends.append(len(tok.decode(ids[: i + 1], skip_special_tokens=False)))
     return ends
 
 
@@ -122,7 +126,7 @@ class CrossTokenizerTeacher(Teacher):
         st = self.student_tok
         eos = bool(completion) and completion[-1] == st.eos_token_id
         body = completion[:-1] if eos else completion
-        text = st.decode(body, skip_special_tokens=True)
+        text = st.decode(body, skip_special_tokens=False)
         t_prompt = self.tok(st.decode(prompt_ids, skip_special_tokens=True))["input_ids"]
         enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
         t_comp, t_ends = list(enc["input_ids"]), [e for _, e in enc["offset_mapping"]]
