@@ -12,7 +12,7 @@ from unified_opd import divergence
 from unified_opd.config import load_config
 from unified_opd.distributions import Categorical
 from unified_opd.domain import schema_for
-from unified_opd.domains.lm.cross_tokenizer import aligned_spans, char_ends, span_targets, uld_target
+from unified_opd.domains.lm.cross_tokenizer import CrossTokenizerTeacher, aligned_spans, char_ends, span_targets, uld_target
 from unified_opd.domains.text.zoo import arith
 from unified_opd.errors import ConfigError, UserError
 from unified_opd.trainer import Trainer
@@ -141,3 +141,16 @@ def test_the_default_still_refuses_another_tokenizer_and_bad_modes_are_named(tin
         _trainer(tiny_text, tmp_path / "g", pair_teacher, "gold")
     with pytest.raises(ConfigError, match="teacher.tokenizer: align needs teacher.kind: model and teacher.view: same"):
         _trainer(tiny_text, tmp_path / "v", pair_teacher, "align", **{"teacher.view": "answer_hint"})
+
+
+def test_any_of_the_students_stop_ids_ends_the_teachers_row_with_its_eos(tiny_text, pair_teacher, tmp_path):
+    """A chat student ends a turn on its own token as well as on EOS: either is the teacher's EOS,
+    not text for the teacher to read."""
+    tr = _trainer(tiny_text, tmp_path / "s", pair_teacher, "align")
+    st, t = tr.policy.tokenizer, tr.teacher
+    turn_end = st.bos_token_id  # stands in for a second stop id such as <|im_end|>
+    teacher = CrossTokenizerTeacher(t.module.lm, t.tok, st, tr.policy.module, "align", stop=[st.eos_token_id, turn_end])
+    prompt, body = st("12+3=")["input_ids"], st("15", add_special_tokens=False)["input_ids"]
+    by_eos, by_turn_end = (teacher._teacher_row(prompt, body + [end]) for end in (st.eos_token_id, turn_end))
+    assert by_eos == by_turn_end and by_eos[0][-1] == t.tok.eos_token_id
+    assert t._teacher_row(prompt, body + [turn_end]) != by_eos  # the trainer's teacher reads it as text

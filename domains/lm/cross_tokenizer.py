@@ -114,17 +114,20 @@ def uld_target(student_logp: Tensor, teacher_logp: Tensor, k: int) -> Tuple[Tens
 
 class CrossTokenizerTeacher(Teacher):
     """A frozen teacher LM with its own tokenizer, scoring the student's completions (see the
-    module docstring); `student` is the student's live module (align needs its log-probs)."""
+    module docstring); `student` is the student's live module (align needs its log-probs);
+    `stop`: the ids that end the student's completions (`stopping.stop_ids`: a chat model ends a
+    turn on its own token as well as on EOS), each scored as the teacher's EOS."""
 
-    def __init__(self, lm, tok, student_tok, student: HiddenStates, mode: str):
+    def __init__(self, lm, tok, student_tok, student: HiddenStates, mode: str, stop: Sequence[int]):
         self.module = HiddenStates(lm, lazy=False).eval().requires_grad_(False)
         self.tok, self.student_tok, self.student, self.mode = tok, student_tok, student, mode
+        self.stop = set(stop)
         self.vocab_size = int(student.head()[0].shape[0])
 
     def _teacher_row(self, prompt_ids: List[int], completion: List[int]):
         """The teacher's token ids of one row, where its completion starts, and the span table."""
         st = self.student_tok
-        eos = bool(completion) and completion[-1] == st.eos_token_id
+        eos = bool(completion) and completion[-1] in self.stop
         body = completion[:-1] if eos else completion
         text = st.decode(body, skip_special_tokens=False)
         t_prompt = self.tok(st.decode(prompt_ids, skip_special_tokens=True))["input_ids"]

@@ -23,6 +23,7 @@ from .policy import LMPolicy
 from .scoring import HiddenStates, view_distribution
 from .cross_tokenizer import CrossTokenizerTeacher
 from .served import is_url, served_teacher
+from .stopping import stop_ids
 
 
 class ViewScorer(Teacher):
@@ -81,7 +82,7 @@ class LMTeacherSource:
         mode = getattr(t, "tokenizer", "same")
         if mode != "same" and field == "teacher":
             lm, tok = load_causal_lm(path, t.dtype, t.trust_remote_code, field, revision)
-            return CrossTokenizerTeacher(lm.to(self.device), tok, p.preprocessor, p.module, mode)
+            return CrossTokenizerTeacher(lm.to(self.device), tok, p.preprocessor, p.module, mode, stop_ids(p.preprocessor, p.lm))
         return load_lm_teacher(
             path, t.dtype, t.trust_remote_code, field, p.preprocessor, p.lm, self.device, self.cfg.student.lazy_logits, revision
         )
