@@ -166,8 +166,8 @@ class CrossTokenizerTeacher(Teacher):
         return Categorical.from_topk(lp.to(device), idx.to(device), self.vocab_size)
 
     def _teacher_log_probs(self, seqs: List[List[int]]) -> Tensor:
-        """Log-probs `[B, n_T, V_T]` of the teacher on its own left-padded sequences (positions
-        from the attention mask), indexed from each sequence's first token."""
+        """Log-probs `[B, n_T, V_T]` of the teacher on its own sequences, right-padded so that
+        position i is every row's i-th token (the padding comes after each row's last)."""
         n, pad = max(len(s) for s in seqs), self.tok.pad_token_id or 0
         device = next(self.module.parameters()).device
         ids = torch.tensor([s + [pad] * (n - len(s)) for s in seqs], device=device)
