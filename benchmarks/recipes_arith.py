@@ -85,9 +85,17 @@ SETTINGS = {
     ],
     "hint": [
         Row("OPSD (hint-reading student)", "opsd_hint_arith"),
-        Row("OPSD, reverse KL instead", "opsd_hint_arith", ("divergence.name=reverse_kl", "objective.weights=[]"), "opsd_hint_arith_rkl"),
+        # the config's lr before it was lowered to 3e-4: the first-50-step fall it shows is why
+        Row("OPSD, lr 1e-3", "opsd_hint_arith", ("trainer.lr=1e-3",), "opsd_hint_arith_lr1e-3"),
+        Row("OPSD, reverse KL instead (lr 1e-3)", "opsd_hint_arith", ("divergence.name=reverse_kl", "objective.weights=[]", "trainer.lr=1e-3"), "opsd_hint_arith_rkl"),
         Row("OPD (vanilla), hint student", "opd_arith", HINT_STUDENT, "opd_arith_hint"),
         Row("SeqKD, hint student", "seqkd_arith", HINT_STUDENT, "seqkd_arith_hint"),
+        # the 5M-teacher baselines at OPSD's lr, so that the lr does not decide the comparison
+        Row("OPD (vanilla), hint student, lr 3e-4", "opd_arith", (*HINT_STUDENT, "trainer.lr=3e-4"), "opd_arith_hint_lr3e-4"),
+        Row("SeqKD, hint student, lr 3e-4", "seqkd_arith", (*HINT_STUDENT, "trainer.lr=3e-4"), "seqkd_arith_hint_lr3e-4"),
+        # PW-OPSD is OPSD plus position weights: on the student that reads the hint, with OPSD's frozen
+        # self-teacher and lr, the difference between the two rows is the weight alone
+        Row("PW-OPSD, hint student", "pw_opsd_arith", (*HINT_STUDENT, "teacher.ema=1", "trainer.lr=3e-4"), "pw_opsd_arith_hint"),
     ],
 }
 # the models each setting's table lists on their own, greedy on the same prompts
