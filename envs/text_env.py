@@ -12,6 +12,8 @@ expert's choice at every state the student visits.
 
 from __future__ import annotations
 
+import abc
+
 import gymnasium as gym
 from gymnasium import spaces
 
@@ -29,7 +31,7 @@ def expert_action(env: gym.Env) -> str:
     return env.unwrapped.expert_action()
 
 
-class TextEnv(gym.Env):
+class TextEnv(gym.Env, abc.ABC):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(
@@ -54,14 +56,17 @@ class TextEnv(gym.Env):
         self._done = True
         self._success = False
 
+    @abc.abstractmethod
     def _start(self) -> str:
-        raise NotImplementedError
+        """Set up a new episode (after `reset` has seeded `self.np_random`); the first observation."""
 
+    @abc.abstractmethod
     def _act(self, action: str) -> tuple[str, float, bool]:
-        raise NotImplementedError
+        """Apply one stripped action: (observation, reward, terminated)."""
 
+    @abc.abstractmethod
     def expert_action(self) -> str:
-        raise NotImplementedError
+        """The scripted expert's next action (the zoo teachers are trained on these)."""
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
